@@ -1,0 +1,54 @@
+"""Command line: ``python -m gpudp info | demo [advection|pressure|learn] | bench``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _info(args):
+    import gpudp
+    print(f"gpudp {gpudp.__version__}")
+    for name, info in gpudp.available_backends().items():
+        if info.available:
+            print(f"  {name:<11} available    {info.device}")
+        else:
+            print(f"  {name:<11} unavailable  {info.reason}")
+    try:
+        print(f"active backend: {gpudp.current_backend_name()}")
+    except gpudp.BackendError as exc:
+        print(f"active backend: none ({exc})")
+    return 0
+
+
+def _demo(args):
+    from .demo import run_demos
+    return run_demos(args.which, out=args.out, backend=args.backend, quiet=args.quiet)
+
+
+def _bench(args):
+    import runpy
+    sys.argv = ["benchmarks"] + args.rest
+    runpy.run_module("benchmarks", run_name="__main__")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m gpudp", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="list the backends, their devices and why any is unavailable")
+    p.set_defaults(func=_info)
+    p = sub.add_parser("demo", help="run the demos (default: all)")
+    p.add_argument("which", nargs="*", default=[], help="advection, pressure, learn (default: advection pressure)")
+    p.add_argument("--out", default=None, help="folder for the figures (default: ./gpudp-output)")
+    p.add_argument("--backend", default=None, help="backend to use (default: the active one, normally auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_demo)
+    p = sub.add_parser("bench", help="run the benchmark suite (same as python -m benchmarks)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_bench)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

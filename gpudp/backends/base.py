@@ -1,0 +1,112 @@
+"""The kernel interface every backend implements.
+
+A backend owns one array type and one set of compiled kernels. Operators (``gpudp.ops``) validate their
+inputs, bring them into a canonical layout and call the methods below; the methods receive only contiguous
+arrays of the backend's own type and plain Python scalars.
+
+Canonical layout of the advection kernels (``shape3`` is the grid shape padded with leading 1s to three
+axes; ``ndim`` is the number of real axes, the last ``ndim`` of ``shape3``; ``N = prod(shape3)``):
+
+- ``d``: ``(Bu, F, N)``: ``F`` advected fields per velocity field, ``Bu`` velocity fields;
+- ``u``: ``(Bu, ndim, N)``; component ``k`` belongs to padded axis ``3 - ndim + k``;
+- ``coef``: three floats ``Δt / Δx_a`` per padded axis (padded axes are never touched);
+- ``bc``: three boundary codes per padded axis (0 periodic, 1 dirichlet, 2 neumann).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Backend:
+    """Base class of the backends. Subclasses set ``name`` and implement the kernel methods."""
+
+    name = "base"
+    #: Array namespace for glue code (``numpy`` or ``cupy``); ``None`` where arrays are Numba device arrays.
+    xp = None
+    #: Human-readable device description.
+    device = ""
+
+    # -- arrays -------------------------------------------------------------------------------------------
+    def is_own(self, x):
+        """True when ``x`` is an array this backend's kernels may be given."""
+        raise NotImplementedError
+
+    def array_type_name(self):
+        raise NotImplementedError
+
+    def asarray(self, x, dtype=None):
+        """Move or convert ``x`` (anything NumPy accepts, or another backend's array) to this backend."""
+        raise NotImplementedError
+
+    def to_numpy(self, x):
+        raise NotImplementedError
+
+    def empty(self, shape, dtype):
+        raise NotImplementedError
+
+    def zeros(self, shape, dtype):
+        raise NotImplementedError
+
+    def ascontiguous(self, x):
+        """``x`` itself when C-contiguous, else a contiguous copy."""
+        raise NotImplementedError
+
+    def synchronize(self):
+        """Wait until all queued kernels of this backend have finished."""
+
+    def max_abs_per_row(self, x):
+        """Host NumPy float64 array of ``max |x|`` over the last axis of a 2-D array (a host sync)."""
+        return np.abs(self.to_numpy(x)).max(axis=-1).astype(np.float64)
+
+    # -- advection (gpudp.ops.advection) ----------------------------------------------------------------
+    def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states):
+        """Apply ``steps`` upwind steps to ``d``. Returns ``(d_T, states)``; ``states`` is ``None`` unless
+        ``save_states``, then an array ``(steps, Bu, F, N)`` holding ``d^0 … d^{T-1}``."""
+        raise NotImplementedError
+
+    def advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u):
+        """Vector–Jacobian product of ``steps`` upwind steps. ``g`` is the gradient w.r.t. ``d_T``
+        (``(Bu, F, N)``), ``states`` the saved ``d^0 … d^{T-1}`` (``None`` allowed when not ``need_u``).
+        Returns ``(grad_d or None, grad_u or None)``; ``grad_u`` has the shape of ``u`` and sums over the
+        ``F`` fields and all steps."""
+        raise NotImplementedError
+
+    # -- staggered difference operators and the Poisson solve (gpudp.ops.difference / poisson) -----------
+    #
+    # Canonical layout: cell arrays ``(B, N)``; a staggered field is a tuple of ``ndim`` face arrays, the
+    # component for padded axis ``a = 3 - ndim + k`` shaped ``(B, M_k)`` where ``M_k`` is the product of
+    # ``shape3`` with ``n_a + 1`` along ``a`` when ``bc[a] != 0`` (non-periodic) and ``n_a`` when periodic.
+    # ``inv_dx`` holds ``1/Δx_a`` per padded axis (padded axes are never touched).
+
+    def stag_divergence(self, faces, inv_dx, bc, shape3, ndim):
+        """``div_i = Σ_k (u_k[i + e_k] − u_k[i]) / Δx_k`` → ``(B, N)``."""
+        raise NotImplementedError
+
+    def stag_divergence_adjoint(self, g, inv_dx, bc, shape3, ndim):
+        """Transpose of :meth:`stag_divergence`: ``(B, N)`` → tuple of face arrays."""
+        raise NotImplementedError
+
+    def stag_gradient(self, p, inv_dx, bc, shape3, ndim):
+        """``grad_k[f] = (p_f − p_{f−e_k}) / Δx_k`` with ghost values; 0 on neumann boundary faces →
+        tuple of face arrays."""
+        raise NotImplementedError
+
+    def stag_gradient_adjoint(self, faces_g, inv_dx, bc, shape3, ndim):
+        """Transpose of :meth:`stag_gradient`: tuple of face arrays → ``(B, N)``."""
+        raise NotImplementedError
+
+    def laplace(self, p, inv_dx, bc, shape3, ndim):
+        """``Σ_k (p_{i+e_k} − 2 p_i + p_{i−e_k}) / Δx_k²`` with ghost values → ``(B, N)`` (symmetric)."""
+        raise NotImplementedError
+
+    def cg_solve(self, b, x0, inv_dx, bc, shape3, ndim, tol, maxiter, singular, preconditioner, check_every):
+        """Preconditioned conjugate gradients on ``A = −laplace`` for the ``B`` systems ``laplace(x) = b``.
+
+        ``b``: ``(B, N)``; ``x0``: ``(B, N)`` or ``None`` (zeros); ``singular``: the operator has the constant
+        null space (remove the mean of ``b`` and keep iterates zero-mean); ``preconditioner``: ``None`` or
+        ``"jacobi"``; ``check_every``: GPU backends test convergence on the host only every that many
+        iterations. Stops when every system has ``‖b − Ax‖ / ‖b‖ ≤ tol`` or after ``maxiter`` iterations.
+        Returns ``(x, iterations, residual)``: ``iterations`` an int (the largest over the batch) and
+        ``residual`` the largest relative residual as a Python float (0 for a zero right-hand side, whose
+        solution is 0). Never raises for non-convergence: the operator decides."""
+        raise NotImplementedError

@@ -1,0 +1,118 @@
+"""Uniform Cartesian grids and their boundary conditions."""
+from __future__ import annotations
+
+import math
+import numbers
+
+from .errors import GridError
+
+#: Boundary kinds and the integer codes the kernels use.
+BOUNDARY_CODES = {"periodic": 0, "dirichlet": 1, "neumann": 2}
+
+
+class Grid:
+    """A uniform Cartesian grid of 1, 2 or 3 dimensions.
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+        Number of cells along each axis (each >= 1; an int means a 1-D grid).
+    spacing : float or tuple of float
+        Cell size ``Δx_k`` (> 0, finite), one value for all axes or one per axis.
+    boundary : str or tuple of str
+        ``"periodic"``, ``"dirichlet"`` (ghost value 0) or ``"neumann"`` (ghost repeats the boundary cell,
+        zero normal gradient); one for all axes or one per axis.
+
+    A grid is an immutable value object: equal parameters compare and hash equal.
+    """
+
+    __slots__ = ("_shape", "_spacing", "_boundary")
+
+    def __init__(self, shape, spacing=1.0, boundary="periodic"):
+        if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+            shape = (int(shape),)
+        try:
+            shape = tuple(shape)
+        except TypeError:
+            raise GridError(f"Grid: shape must be an int or a tuple of 1 to 3 ints, got {shape!r}") from None
+        if not 1 <= len(shape) <= 3:
+            raise GridError(f"Grid: shape must have 1, 2 or 3 entries, got {len(shape)} ({shape!r})")
+        for n in shape:
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+                raise GridError(f"Grid: shape entries must be positive ints, got {shape!r}")
+        shape = tuple(int(n) for n in shape)
+        ndim = len(shape)
+
+        spacing = self._per_axis(spacing, ndim, "spacing")
+        out = []
+        for h in spacing:
+            if isinstance(h, bool) or not isinstance(h, numbers.Real):
+                raise GridError(f"Grid: spacing must be a positive finite float or tuple of them, got {spacing!r}")
+            h = float(h)
+            if not (math.isfinite(h) and h > 0):
+                raise GridError(f"Grid: spacing must be positive and finite, got {spacing!r}")
+            out.append(h)
+        spacing = tuple(out)
+
+        boundary = self._per_axis(boundary, ndim, "boundary")
+        for b in boundary:
+            if b not in BOUNDARY_CODES:
+                raise GridError(
+                    f"Grid: unknown boundary {b!r}; expected one of {sorted(BOUNDARY_CODES)} or a tuple of "
+                    f"{ndim} of them")
+        self._shape = shape
+        self._spacing = spacing
+        self._boundary = tuple(boundary)
+
+    @staticmethod
+    def _per_axis(value, ndim, name):
+        if isinstance(value, (str, numbers.Number)):
+            return (value,) * ndim
+        try:
+            value = tuple(value)
+        except TypeError:
+            raise GridError(f"Grid: {name} must be a scalar or a tuple of {ndim} values, got {value!r}") from None
+        if len(value) != ndim:
+            raise GridError(f"Grid: {name} has {len(value)} entries but the grid has {ndim} dimensions ({value!r})")
+        return value
+
+    shape = property(lambda self: self._shape, doc="Cells per axis.")
+    spacing = property(lambda self: self._spacing, doc="Cell size per axis.")
+    boundary = property(lambda self: self._boundary, doc="Boundary kind per axis.")
+    ndim = property(lambda self: len(self._shape), doc="Number of dimensions (1, 2 or 3).")
+    size = property(lambda self: math.prod(self._shape), doc="Number of cells.")
+
+    @property
+    def boundary_codes(self):
+        """Boundary kind per axis as the integer codes the kernels use (0 periodic, 1 dirichlet, 2 neumann)."""
+        return tuple(BOUNDARY_CODES[b] for b in self._boundary)
+
+    @property
+    def is_singular(self):
+        """True when the Laplacian on this grid has a null space (no axis is dirichlet)."""
+        return all(b != "dirichlet" for b in self._boundary)
+
+    def face_shape(self, axis):
+        """Shape of the staggered (MAC) component normal to ``axis``: ``n_k`` entries along a periodic axis,
+        ``n_k + 1`` along a non-periodic one."""
+        shape = list(self._shape)
+        if self._boundary[axis] != "periodic":
+            shape[axis] += 1
+        return tuple(shape)
+
+    def cell_centers(self, axis=0):
+        """Cell-centre coordinates ``(i + 1/2)·Δx`` along ``axis`` as a float64 NumPy array."""
+        import numpy as np
+        return (np.arange(self._shape[axis]) + 0.5) * self._spacing[axis]
+
+    def _key(self):
+        return (self._shape, self._spacing, self._boundary)
+
+    def __eq__(self, other):
+        return isinstance(other, Grid) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return f"Grid(shape={self._shape}, spacing={self._spacing}, boundary={self._boundary})"

@@ -1,0 +1,444 @@
+"""Reverse-mode tape: :class:`Tensor`, :class:`Operator`, :class:`Tape`.
+
+The whole reverse mode in a few ideas (micrograd-sized on purpose):
+
+- An :class:`Operator` subclass supplies ``forward(ctx, *inputs)`` and ``backward(ctx, *grad_outputs)``.
+  ``Operator.apply`` unwraps tensors, runs ``forward`` on raw arrays and, while a :class:`Tape` is active and
+  some input requires a gradient, appends a node to the tape.
+- Recording order is a topological order, so ``backward`` walks the nodes in reverse with a dict of
+  gradients keyed by tensor ids, calling each node's ``backward`` with ``ctx.needs_input_grad`` set to the
+  inputs that lead to a requested leaf (greedy derivatives: nothing else is computed).
+- The tape keeps only what ``ctx.save_for_backward`` saved; ``memory_bytes`` counts those arrays (each
+  array once). Inputs are referenced weakly, for the version check and for delivering leaf gradients.
+
+The tape knows nothing about backends; gradient accumulation uses :mod:`gpudp.arrays`.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+
+from . import arrays
+from .errors import TapeError
+
+_uid = itertools.count(1)
+_active = threading.local()
+
+
+def current_tape():
+    """The :class:`Tape` recording in this thread, or ``None``."""
+    return getattr(_active, "tape", None)
+
+
+class Tensor:
+    """A backend array with an optional gradient.
+
+    ``data`` is the wrapped array; ``grad`` the accumulated gradient (``None`` until a backward pass delivers
+    one; like PyTorch, backward passes *add* to it: reset it with :meth:`zero_grad`). Changing the tensor
+    through its own API (``t.data = …``, ``t[idx] = …``, ``t += …``, :meth:`copy_`, :meth:`fill_`) bumps a
+    version counter: a tape that recorded the tensor before such a change refuses to differentiate.
+    """
+
+    __slots__ = ("_data", "grad", "requires_grad", "_version", "_uid", "_node", "__weakref__")
+    __array_priority__ = 1000  # make ``ndarray + Tensor`` call Tensor.__radd__
+
+    def __init__(self, data, requires_grad=False):
+        if isinstance(data, Tensor):
+            data = data.data
+        if not arrays.is_array(data):
+            raise TypeError(f"Tensor: data must be a NumPy, CuPy or Numba device array, got "
+                            f"{type(data).__name__}; use gpudp.tensor(x) to convert")
+        if requires_grad and data.dtype.kind != "f":
+            raise TypeError(f"Tensor: only floating-point tensors can require gradients, got dtype {data.dtype}")
+        self._data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._version = 0
+        self._uid = next(_uid)
+        self._node = None  # True when produced by a recorded operator
+
+    # -- data and in-place changes ----------------------------------------------------------------------
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        if isinstance(value, Tensor):
+            value = value.data
+        if not arrays.is_array(value):
+            raise TypeError(f"Tensor.data: expected an array, got {type(value).__name__}")
+        self._data = value
+        self._version += 1
+
+    @property
+    def version(self):
+        """Number of in-place changes made through the Tensor API."""
+        return self._version
+
+    def __setitem__(self, index, value):
+        value = value.data if isinstance(value, Tensor) else value
+        self._data[index] = value
+        self._version += 1
+
+    def copy_(self, value):
+        value = value.data if isinstance(value, Tensor) else value
+        self._data[...] = value
+        self._version += 1
+        return self
+
+    def fill_(self, value):
+        self._data[...] = value
+        self._version += 1
+        return self
+
+    def _inplace(self, other, fn):
+        other = other.data if isinstance(other, Tensor) else other
+        self._data = arrays.apply(fn, self._data, other)
+        self._version += 1
+        return self
+
+    def __iadd__(self, other):
+        return self._inplace(other, lambda xp, a, b: a + b)
+
+    def __isub__(self, other):
+        return self._inplace(other, lambda xp, a, b: a - b)
+
+    def __imul__(self, other):
+        return self._inplace(other, lambda xp, a, b: a * b)
+
+    def __itruediv__(self, other):
+        return self._inplace(other, lambda xp, a, b: a / b)
+
+    def zero_grad(self):
+        """Forget the accumulated gradient (``grad = None``)."""
+        self.grad = None
+
+    def detach(self):
+        """A new tensor sharing ``data`` that requires no gradient and has no history."""
+        return Tensor(self._data)
+
+    # -- array-like properties --------------------------------------------------------------------------
+    shape = property(lambda self: tuple(self._data.shape))
+    dtype = property(lambda self: self._data.dtype)
+    ndim = property(lambda self: len(self._data.shape))
+    size = property(lambda self: int(self._data.size))
+
+    def __len__(self):
+        return self._data.shape[0]
+
+    def numpy(self):
+        """The data as a NumPy array (a copy from device memory on GPU backends)."""
+        return arrays.to_numpy(self._data)
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"Tensor.item: only one-element tensors convert to a scalar, shape is {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __repr__(self):
+        flag = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({arrays.to_numpy(self._data)!r}{flag})"
+
+    # -- arithmetic (differentiable; defined in gpudp.ops.elementwise) --------------------------------------
+    def __add__(self, other):
+        from .ops import elementwise as E
+        return E.add(self, other)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        from .ops import elementwise as E
+        return E.sub(self, other)
+
+    def __rsub__(self, other):
+        from .ops import elementwise as E
+        return E.sub(other, self)
+
+    def __mul__(self, other):
+        from .ops import elementwise as E
+        return E.mul(self, other)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        from .ops import elementwise as E
+        return E.div(self, other)
+
+    def __rtruediv__(self, other):
+        from .ops import elementwise as E
+        return E.div(other, self)
+
+    def __neg__(self):
+        from .ops import elementwise as E
+        return E.neg(self)
+
+    def __pow__(self, exponent):
+        from .ops import elementwise as E
+        return E.power(self, exponent)
+
+    def __getitem__(self, index):
+        from .ops import elementwise as E
+        return E.getitem(self, index)
+
+    def sum(self, axis=None):
+        from .ops import elementwise as E
+        return E.sum(self, axis=axis)
+
+    def mean(self, axis=None):
+        from .ops import elementwise as E
+        return E.mean(self, axis=axis)
+
+    def reshape(self, *shape):
+        from .ops import elementwise as E
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return E.reshape(self, shape)
+
+
+def tensor(x, requires_grad=False, dtype=None):
+    """A :class:`Tensor` holding ``x`` on the active backend.
+
+    This is the explicit move: host data (lists, NumPy arrays) and other backends' arrays are copied to the
+    active backend. ``dtype`` converts; integer data needs a float ``dtype`` to require gradients."""
+    from .backends import get_backend
+    if isinstance(x, Tensor):
+        x = x.data
+    data = get_backend().asarray(x, dtype=dtype)
+    return Tensor(data, requires_grad=requires_grad)
+
+
+class Context:
+    """What an operator's ``forward`` hands to its ``backward``.
+
+    ``save_for_backward(*arrays)`` stores arrays (counted by :attr:`Tape.memory_bytes`); any other
+    attribute may hold small metadata. ``needs_input_grad`` is a tuple of bools, one per positional input:
+    during ``forward`` which inputs require gradients at all; during ``backward`` which gradients this
+    backward pass actually wants (compute only those; return ``None`` for the rest)."""
+
+    def __init__(self, needs_input_grad):
+        self.needs_input_grad = needs_input_grad
+        self.saved_arrays = ()
+
+    def save_for_backward(self, *saved):
+        self.saved_arrays = saved
+
+    @property
+    def saved(self):
+        if self.saved_arrays is None:
+            raise TapeError("the saved arrays of this operator were freed by an earlier backward pass; "
+                            "pass retain=True to backward() to differentiate a tape more than once")
+        return self.saved_arrays
+
+
+class _Node:
+    __slots__ = ("op", "ctx", "input_uids", "input_refs", "input_versions", "output_uids")
+
+    def __init__(self, op, ctx, inputs, outputs):
+        self.op = op
+        self.ctx = ctx
+        self.input_uids = tuple(t._uid if t is not None else None for t in inputs)
+        self.input_refs = tuple(weakref.ref(t) if t is not None else None for t in inputs)
+        self.input_versions = tuple(t._version if t is not None else None for t in inputs)
+        self.output_uids = tuple(t._uid for t in outputs)
+
+
+class Operator:
+    """Base class of differentiable operators (like ``torch.autograd.Function``).
+
+    Subclasses implement two static methods::
+
+        class Scale(gpudp.Operator):
+            @staticmethod
+            def forward(ctx, x, *, factor):
+                ctx.factor = factor
+                return x * factor
+
+            @staticmethod
+            def backward(ctx, g):
+                return (g * ctx.factor,)
+
+        y = Scale.apply(x, factor=2.0)
+
+    Positional arguments are the differentiable inputs (tensors or raw arrays, or other values that are
+    never differentiated); keyword arguments are static parameters. ``forward`` receives raw arrays and
+    returns one array or a tuple of arrays. ``backward`` receives one gradient per output (``None`` for an
+    output no gradient reached) and returns one gradient (or ``None``) per positional input.
+
+    Called with raw arrays (no tensors), ``apply`` is a plain function call returning arrays.
+    """
+
+    @staticmethod
+    def forward(ctx, *inputs, **params):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs, **params):
+        tensors = tuple(x if isinstance(x, Tensor) else None for x in inputs)
+        raw = tuple(x.data if isinstance(x, Tensor) else x for x in inputs)
+        tape = current_tape()
+        needs = tuple(t is not None and t.requires_grad for t in tensors)
+        record = tape is not None and any(needs)
+        ctx = Context(needs if record else (False,) * len(inputs))
+        out = cls.forward(ctx, *raw, **params)
+        if all(t is None for t in tensors):
+            return out
+        multi = isinstance(out, tuple)
+        outs = tuple(Tensor(o, requires_grad=record) for o in (out if multi else (out,)))
+        if record:
+            for o in outs:
+                o._node = True
+            tape._record(_Node(cls, ctx, tensors, outs))
+        return outs if multi else outs[0]
+
+
+class Tape:
+    """Records operators applied inside ``with Tape() as tape:`` and differentiates them afterwards.
+
+    ``backward(out)`` adds ``d out / d leaf`` to the ``.grad`` of every leaf tensor with ``requires_grad``;
+    ``gradient(out, sources)`` returns the gradients as arrays without touching ``.grad``. Both free the
+    saved arrays unless ``retain=True``. Nested tapes are an error.
+    """
+
+    def __init__(self):
+        self._nodes = []
+        self._recording = False
+        self._freed = False
+
+    def __enter__(self):
+        if current_tape() is not None:
+            raise TapeError("Tape: tapes cannot be nested; finish the outer `with Tape()` block first "
+                            "(use tape.gradient(..., retain=True) for several gradients of one recording)")
+        _active.tape = self
+        self._recording = True
+        return self
+
+    def __exit__(self, *exc):
+        _active.tape = None
+        self._recording = False
+        return False
+
+    def _record(self, node):
+        if self._freed:
+            raise TapeError("Tape: cannot record on a tape whose backward pass freed it; call tape.reset()")
+        self._nodes.append(node)
+
+    @property
+    def memory_bytes(self):
+        """Bytes of the arrays the tape holds for the backward pass (each distinct array counted once)."""
+        seen = {}
+        for node in self._nodes:
+            for a in node.ctx.saved_arrays or ():
+                if a is not None and arrays.is_array(a):
+                    seen[id(a)] = arrays.nbytes(a)
+        return sum(seen.values())
+
+    def __len__(self):
+        return len(self._nodes)
+
+    def reset(self):
+        """Forget everything recorded; the tape can record again."""
+        self._nodes = []
+        self._freed = False
+
+    # -- differentiation --------------------------------------------------------------------------------
+    def backward(self, out, grad=None, retain=False):
+        """Accumulate ``d out / d leaf`` (times the seed ``grad`` for a non-scalar ``out``) into ``.grad`` of
+        every leaf tensor that requires a gradient."""
+        leaves = {}
+
+        def want(t):
+            if t is not None and t.requires_grad and t._node is None:
+                leaves[t._uid] = t
+                return True
+            return False
+
+        grads = self._run(out, grad, retain, want)
+        for uid, t in leaves.items():
+            if uid in grads:
+                t.grad = grads[uid] if t.grad is None else arrays.add(t.grad, grads[uid])
+
+    def gradient(self, out, sources, grad=None, retain=False):
+        """Gradients of ``out`` w.r.t. each tensor in ``sources`` (a tensor or a list), as arrays; zeros for a
+        source that ``out`` does not depend on."""
+        single = isinstance(sources, Tensor)
+        sources = [sources] if single else list(sources)
+        for s in sources:
+            if not isinstance(s, Tensor):
+                raise TypeError(f"Tape.gradient: sources must be Tensors, got {type(s).__name__}")
+        uids = {s._uid for s in sources}
+        grads = self._run(out, grad, retain, lambda t: t is not None and t._uid in uids, keep=uids)
+        res = [grads[s._uid] if s._uid in grads else arrays.zeros_like(s.data) for s in sources]
+        return res[0] if single else res
+
+    def _run(self, out, grad, retain, is_target, keep=()):
+        if not isinstance(out, Tensor):
+            raise TypeError(f"Tape.backward: expected the Tensor to differentiate, got {type(out).__name__}")
+        if self._freed:
+            raise TapeError("Tape.backward: this tape was already differentiated and its saved arrays freed; "
+                            "pass retain=True to the first backward/gradient call to differentiate again")
+        if self._recording:
+            raise TapeError("Tape.backward: called inside the `with Tape()` block; call it after the block")
+        if grad is None:
+            if out.size != 1:
+                raise TapeError(f"Tape.backward: the output has shape {out.shape}; a non-scalar output needs "
+                                f"a seed: backward(out, grad=array of shape {out.shape})")
+            seed = arrays.apply(lambda xp, x: xp.ones_like(x), out.data)
+        else:
+            seed = grad.data if isinstance(grad, Tensor) else grad
+            if not arrays.is_array(seed) or tuple(seed.shape) != out.shape:
+                shape = getattr(seed, "shape", type(seed).__name__)
+                raise TapeError(f"Tape.backward: grad must be an array of the output's shape {out.shape}, "
+                                f"got {shape}")
+            if seed.dtype != out.dtype:
+                raise TypeError(f"Tape.backward: grad has dtype {seed.dtype} but the output has {out.dtype}")
+
+        # forward sweep: which tensors depend on a requested source (greedy derivatives)
+        live = set()
+        for node in self._nodes:
+            for uid, ref in zip(node.input_uids, node.input_refs):
+                if uid is not None and (uid in live or is_target(ref())):
+                    live.update(node.output_uids)
+                    break
+        if is_target(out):
+            live.add(out._uid)
+
+        grads = {out._uid: seed}
+        for node in reversed(self._nodes):
+            if not any(uid in grads for uid in node.output_uids):
+                continue
+            needs = []
+            for uid, ref, version in zip(node.input_uids, node.input_refs, node.input_versions):
+                t = ref() if ref is not None else None
+                if t is not None and t._version != version:
+                    raise TapeError(f"Tape.backward: a tensor of shape {t.shape} used by {node.op.__name__} was "
+                                    f"modified in place after the tape recorded it (version {version} -> "
+                                    f"{t._version}); the gradient would be wrong. Modify a copy instead")
+                needs.append(uid is not None and (uid in live or is_target(t)))
+            if not any(needs):
+                continue
+            g_out = [grads.get(uid) if uid in keep else grads.pop(uid, None) for uid in node.output_uids]
+            ctx = node.ctx
+            ctx.needs_input_grad = tuple(needs)
+            g_in = node.op.backward(ctx, *g_out)
+            if not isinstance(g_in, tuple):
+                g_in = (g_in,)
+            if len(g_in) != len(needs):
+                raise TapeError(f"{node.op.__name__}.backward returned {len(g_in)} gradients for "
+                                f"{len(needs)} inputs")
+            for uid, need, g in zip(node.input_uids, needs, g_in):
+                if need and g is not None:
+                    grads[uid] = g if uid not in grads else arrays.add(grads[uid], g)
+        if not retain:
+            for node in self._nodes:
+                node.ctx.saved_arrays = None
+            self._freed = True
+        return grads

@@ -12,7 +12,10 @@ from .functional import value_and_grad, vjp
 from .gradcheck import gradcheck
 from .grid import Grid
 from .ops.advection import advect_upwind
+from .ops.difference import divergence, laplace, spatial_gradient
 from .ops.losses import l2_loss, mse
+from .ops.poisson import SolveInfo, last_solve_info, poisson_solve
+from .ops.projection import project
 from .tape import Operator, Tape, Tensor, tensor
 
 __version__ = "0.1.0"
@@ -33,7 +36,8 @@ def to_numpy(x):
 
 __all__ = [
     "BackendError", "BackendInfo", "GpudpError", "GradcheckError", "Grid", "GridError", "Operator",
-    "ShapeError", "SolveError", "StabilityError", "Tape", "TapeError", "Tensor", "advect_upwind", "asarray",
-    "available_backends", "current_backend_name", "get_backend", "gradcheck", "l2_loss", "mse", "set_backend",
+    "ShapeError", "SolveError", "SolveInfo", "StabilityError", "Tape", "TapeError", "Tensor", "advect_upwind",
+    "asarray", "available_backends", "current_backend_name", "divergence", "get_backend", "gradcheck", "l2_loss",
+    "laplace", "last_solve_info", "mse", "poisson_solve", "project", "set_backend", "spatial_gradient",
     "tensor", "to_numpy", "use_backend", "value_and_grad", "vjp",
 ]

@@ -18,7 +18,9 @@ def _is_cupy(x):
 
 
 def _is_numba_device(x):
-    return hasattr(x, "copy_to_host") and hasattr(x, "__cuda_array_interface__") and not _is_cupy(x)
+    # Numba's device arrays; the CUDA simulator's stand-ins have no __cuda_array_interface__
+    return (hasattr(x, "copy_to_host") and hasattr(x, "shape") and hasattr(x, "dtype")
+            and not isinstance(x, np.ndarray) and not _is_cupy(x))
 
 
 def is_array(x):
@@ -63,13 +65,22 @@ def apply(fn, *arrays):
     ref = next(a for a in arrays if is_array(a))
     xp = namespace(ref)
     if xp is not None:
-        return fn(xp, *arrays)
+        out = fn(xp, *arrays)
+        if xp is np:
+            # NumPy turns 0-d results of arithmetic into scalars (np.float64); keep them arrays
+            out = tuple(_as_ndarray(o) for o in out) if isinstance(out, tuple) else _as_ndarray(out)
+        return out
     from numba import cuda
     host = [to_numpy(a) if is_array(a) else a for a in arrays]
     out = fn(np, *host)
+    # np.asarray(order="C") rather than np.ascontiguousarray, which turns 0-d results into shape (1,)
     if isinstance(out, tuple):
-        return tuple(cuda.to_device(np.ascontiguousarray(o)) for o in out)
-    return cuda.to_device(np.ascontiguousarray(out))
+        return tuple(cuda.to_device(np.asarray(o, order="C")) for o in out)
+    return cuda.to_device(np.asarray(out, order="C"))
+
+
+def _as_ndarray(x):
+    return np.asarray(x) if isinstance(x, np.generic) else x
 
 
 def add(a, b):

@@ -236,7 +236,7 @@ class Context:
 
 
 class _Node:
-    __slots__ = ("op", "ctx", "input_uids", "input_refs", "input_versions", "output_uids")
+    __slots__ = ("op", "ctx", "input_uids", "input_refs", "input_versions", "input_requires", "output_uids")
 
     def __init__(self, op, ctx, inputs, outputs):
         self.op = op
@@ -244,6 +244,9 @@ class _Node:
         self.input_uids = tuple(t._uid if t is not None else None for t in inputs)
         self.input_refs = tuple(weakref.ref(t) if t is not None else None for t in inputs)
         self.input_versions = tuple(t._version if t is not None else None for t in inputs)
+        # which inputs required a gradient when recorded: only those can ever receive one (the operator
+        # may have saved nothing for the others)
+        self.input_requires = tuple(ctx.needs_input_grad)
         self.output_uids = tuple(t._uid for t in outputs)
 
 
@@ -374,6 +377,10 @@ class Tape:
         for s in sources:
             if not isinstance(s, Tensor):
                 raise TypeError(f"Tape.gradient: sources must be Tensors, got {type(s).__name__}")
+        for i, s in enumerate(sources):
+            if not s.requires_grad:
+                raise TapeError(f"Tape.gradient: source {i} (shape {s.shape}) does not require a gradient; "
+                                f"create it with requires_grad=True before recording")
         uids = {s._uid for s in sources}
         grads = self._run(out, grad, retain, lambda t: t is not None and t._uid in uids, keep=uids)
         res = [grads[s._uid] if s._uid in grads else arrays.zeros_like(s.data) for s in sources]
@@ -416,13 +423,14 @@ class Tape:
             if not any(uid in grads for uid in node.output_uids):
                 continue
             needs = []
-            for uid, ref, version in zip(node.input_uids, node.input_refs, node.input_versions):
+            for uid, ref, version, required in zip(node.input_uids, node.input_refs, node.input_versions,
+                                                   node.input_requires):
                 t = ref() if ref is not None else None
                 if t is not None and t._version != version:
                     raise TapeError(f"Tape.backward: a tensor of shape {t.shape} used by {node.op.__name__} was "
                                     f"modified in place after the tape recorded it (version {version} -> "
                                     f"{t._version}); the gradient would be wrong. Modify a copy instead")
-                needs.append(uid is not None and (uid in live or is_target(t)))
+                needs.append(required and uid is not None and (uid in live or is_target(t)))
             if not any(needs):
                 continue
             g_out = [grads.get(uid) if uid in keep else grads.pop(uid, None) for uid in node.output_uids]

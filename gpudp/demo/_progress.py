@@ -1,4 +1,5 @@
-"""A dependency-free progress bar for the demos (writes to stderr, only on a terminal unless forced)."""
+"""A dependency-free progress bar for the demos (stderr; redrawn live on a terminal, written once when done
+elsewhere)."""
 from __future__ import annotations
 
 import sys
@@ -12,6 +13,8 @@ class Progress:
         self.total, self.label, self.width = total, label, width
         self.stream = stream or sys.stderr
         self.quiet = quiet
+        # redraw in place on a terminal; elsewhere (logs, CI) write the finished bar once
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
         self.count = 0
         self.start = time.perf_counter()
         self._last = 0.0
@@ -22,7 +25,7 @@ class Progress:
     def update(self, n=1, **fields):
         self.count += n
         now = time.perf_counter()
-        if self.quiet or (now - self._last < 0.1 and self.count < self.total):
+        if self.quiet or (self.count < self.total and (not self.live or now - self._last < 0.1)):
             return
         self._last = now
         frac = self.count / self.total if self.total else 1.0
@@ -33,7 +36,7 @@ class Progress:
         self.stream.flush()
 
     def __exit__(self, *exc):
-        if not self.quiet:
+        if not self.quiet and (self.live or self.count >= self.total):
             self.stream.write("\n")
             self.stream.flush()
         return False

@@ -1,10 +1,12 @@
 """The ``cpu`` backend: NumPy arrays and ``numba.njit(parallel=True)`` kernels."""
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 from ..base import Backend
-from . import advection
+from . import advection, difference, poisson
 
 
 class CpuBackend(Backend):
@@ -14,6 +16,9 @@ class CpuBackend(Backend):
     def __init__(self):
         from . import _info
         self.device = _info()
+        #: Kernel calls by kernel name ("advect_forward", "advect_adjoint_d", "advect_adjoint_du"), for tests
+        #: and profiling; every backend keeps the same counter.
+        self.launches = collections.Counter()
 
     def is_own(self, x):
         return isinstance(x, np.ndarray)
@@ -43,10 +48,37 @@ class CpuBackend(Backend):
         return np.abs(x).max(axis=-1).astype(np.float64)
 
     def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states):
+        self.launches["advect_forward"] += 1
         return advection.advect_forward(d, u, coef, bc, shape3, ndim, steps, save_states)
 
     def advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u):
+        self.launches["advect_adjoint_du" if need_u else "advect_adjoint_d"] += 1
         return advection.advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u)
+
+    def stag_divergence(self, faces, inv_dx, bc, shape3, ndim):
+        self.launches["stag_divergence"] += 1
+        return difference.stag_divergence(faces, inv_dx, bc, shape3, ndim)
+
+    def stag_divergence_adjoint(self, g, inv_dx, bc, shape3, ndim):
+        self.launches["stag_divergence_adjoint"] += 1
+        return difference.stag_divergence_adjoint(g, inv_dx, bc, shape3, ndim)
+
+    def stag_gradient(self, p, inv_dx, bc, shape3, ndim):
+        self.launches["stag_gradient"] += 1
+        return difference.stag_gradient(p, inv_dx, bc, shape3, ndim)
+
+    def stag_gradient_adjoint(self, faces_g, inv_dx, bc, shape3, ndim):
+        self.launches["stag_gradient_adjoint"] += 1
+        return difference.stag_gradient_adjoint(faces_g, inv_dx, bc, shape3, ndim)
+
+    def laplace(self, p, inv_dx, bc, shape3, ndim):
+        self.launches["laplace"] += 1
+        return difference.laplace(p, inv_dx, bc, shape3, ndim)
+
+    def cg_solve(self, b, x0, inv_dx, bc, shape3, ndim, tol, maxiter, singular, preconditioner, check_every):
+        self.launches["cg_solve"] += 1
+        return poisson.cg_solve(b, x0, inv_dx, bc, shape3, ndim, tol, maxiter, singular, preconditioner,
+                                check_every)
 
 
 def _info():

@@ -16,15 +16,19 @@ Adjoint w.r.t. ``u_a`` (the ``u ≥ 0`` branch at ``u = 0`` exactly), summed ove
 
     gu_{a,i} = − c_a Σ_f g_{f,i} · (d_{f,i+e_a} − d_{f,i}  if u_{a,i} < 0  else  d_{f,i} − d_{f,i−e_a})
 
-The kernels work on rows along the last padded axis; one call runs all steps.
+The kernels work on rows along the last padded axis (contiguous in memory); one call runs all steps, and
+the steps of one call are parallel over rows. A row whose neighbour rows along the other axes are cells of
+the array (interior rows, and every row of a periodic axis) takes the fast path: its interior cells run a
+branch-free loop over row views that LLVM vectorises, and only its two end cells apply the ghost rules.
+Rows at a dirichlet or neumann boundary of another axis take the per-cell path with the ghost rules.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-# Rows (cells / last-axis length) below which the serial driver is used: the parallel region's start-up
-# cost dominates small problems such as the 128-cell demo.
+# Cells per step below which the serial driver is used: the parallel region's start-up cost dominates small
+# problems such as the 128-cell demo.
 _PARALLEL_MIN_CELLS = 1 << 15
 
 
@@ -52,37 +56,95 @@ def _lower(d, base, i, n, stride, bc, center):
 
 
 @njit(inline="always")
+def _flux(c, w, up, v, lo):
+    """``c (min(w, 0) (up − v) + max(w, 0) (v − lo))``: one axis' upwind term of the forward step."""
+    return c * (min(w, 0.0) * (up - v) + max(w, 0.0) * (v - lo))
+
+
+@njit(inline="always")
+def _gu_term(c, gv, w, up, v, lo):
+    """One field's contribution ``− c g (upwind difference)`` to the velocity gradient."""
+    return -(c * gv * ((up - v) if w < 0.0 else (v - lo)))
+
+
+@njit(inline="always")
+def _neighbour_rows(i, n, stride, bc):
+    """Offsets ``(upper, lower)`` of the rows next to row position ``i`` along a strided axis, and whether
+    both are rows of the array (interior, or wrapped on a periodic axis) rather than ghost rows."""
+    up = stride if i + 1 < n else -(n - 1) * stride
+    lo = -stride if i > 0 else (n - 1) * stride
+    return up, lo, bc == 0 or (0 < i and i + 1 < n)
+
+
+# -- forward ------------------------------------------------------------------------------------------------
+
+@njit(inline="always")
+def _forward_cell(src, dst, u, base, ucell, i0, i1, i2, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2):
+    """One cell with the ghost rules; ``base``: its index in ``src``, ``ucell``: in component 0 of ``u``."""
+    N = n0 * n1 * n2
+    v = src[base]
+    acc = 0.0
+    if ndim == 3:
+        acc += _flux(c0, u[ucell], _upper(src, base, i0, n0, n1 * n2, b0, v), v,
+                     _lower(src, base, i0, n0, n1 * n2, b0, v))
+    if ndim >= 2:
+        acc += _flux(c1, u[ucell + (ndim - 2) * N], _upper(src, base, i1, n1, n2, b1, v), v,
+                     _lower(src, base, i1, n1, n2, b1, v))
+    acc += _flux(c2, u[ucell + (ndim - 1) * N], _upper(src, base, i2, n2, 1, b2, v), v,
+                 _lower(src, base, i2, n2, 1, b2, v))
+    dst[base] = v - acc
+
+
+@njit(inline="always")
 def _forward_row(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2):
+    """Row ``r = ((b F + f) n0 + i0) n1 + i1`` of one forward step."""
     N = n0 * n1 * n2
     i1 = r % n1
     i0 = (r // n1) % n0
     bf = r // (n0 * n1)
-    b = bf // F
-    fbase = bf * N
-    ubase = b * ndim * N
-    off = 3 - ndim
     row = (i0 * n1 + i1) * n2
-    for i2 in range(n2):
-        cell = row + i2
-        base = fbase + cell
-        v = src[base]
-        acc = 0.0
-        if off <= 0:
-            w = u[ubase + (0 - off) * N + cell]
-            up = _upper(src, base, i0, n0, n1 * n2, b0, v)
-            lo = _lower(src, base, i0, n0, n1 * n2, b0, v)
-            acc += c0 * (min(w, 0.0) * (up - v) + max(w, 0.0) * (v - lo))
-        if off <= 1:
-            w = u[ubase + (1 - off) * N + cell]
-            up = _upper(src, base, i1, n1, n2, b1, v)
-            lo = _lower(src, base, i1, n1, n2, b1, v)
-            acc += c1 * (min(w, 0.0) * (up - v) + max(w, 0.0) * (v - lo))
-        w = u[ubase + (2 - off) * N + cell]
-        up = _upper(src, base, i2, n2, 1, b2, v)
-        lo = _lower(src, base, i2, n2, 1, b2, v)
-        acc += c2 * (min(w, 0.0) * (up - v) + max(w, 0.0) * (v - lo))
-        dst[base] = v - acc
+    base = bf * N + row
+    ub = (bf // F) * ndim * N + row
+    up0, lo0, ok0 = _neighbour_rows(i0, n0, n1 * n2, b0)
+    up1, lo1, ok1 = _neighbour_rows(i1, n1, n2, b1)
+    if not (ok0 and ok1 and n2 >= 3):
+        for i in range(n2):
+            _forward_cell(src, dst, u, base + i, ub + i, i0, i1, i, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2)
+        return
+    for i in (0, n2 - 1):
+        _forward_cell(src, dst, u, base + i, ub + i, i0, i1, i, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2)
+    s = src[base:base + n2]
+    o = dst[base:base + n2]
+    wz = u[ub + (ndim - 1) * N:ub + (ndim - 1) * N + n2]
+    if ndim == 1:
+        for i in range(1, n2 - 1):
+            v = s[i]
+            o[i] = v - _flux(c2, wz[i], s[i + 1], v, s[i - 1])
+    elif ndim == 2:
+        wy = u[ub:ub + n2]
+        sy_up = src[base + up1:base + up1 + n2]
+        sy_lo = src[base + lo1:base + lo1 + n2]
+        for i in range(1, n2 - 1):
+            v = s[i]
+            acc = _flux(c1, wy[i], sy_up[i], v, sy_lo[i])
+            acc += _flux(c2, wz[i], s[i + 1], v, s[i - 1])
+            o[i] = v - acc
+    else:
+        wx = u[ub:ub + n2]
+        wy = u[ub + N:ub + N + n2]
+        sx_up = src[base + up0:base + up0 + n2]
+        sx_lo = src[base + lo0:base + lo0 + n2]
+        sy_up = src[base + up1:base + up1 + n2]
+        sy_lo = src[base + lo1:base + lo1 + n2]
+        for i in range(1, n2 - 1):
+            v = s[i]
+            acc = _flux(c0, wx[i], sx_up[i], v, sx_lo[i])
+            acc += _flux(c1, wy[i], sy_up[i], v, sy_lo[i])
+            acc += _flux(c2, wz[i], s[i + 1], v, s[i - 1])
+            o[i] = v - acc
 
+
+# -- adjoint ------------------------------------------------------------------------------------------------
 
 @njit(inline="always")
 def _adjoint_d_axis(g, u, gbase, ubase_k, cell, i, n, stride, bc, c):
@@ -110,7 +172,154 @@ def _adjoint_d_axis(g, u, gbase, ubase_k, cell, i, n, stride, bc, c):
 
 
 @njit(inline="always")
-def _adjoint_row(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_g, need_u):
+def _adjoint_cell(g, gout, d, u, gu, b, cell, i0, i1, i2, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2,
+                  need_g, need_u, accumulate):
+    """All ``F`` fields of one cell of velocity field ``b``, with the ghost rules. ``gu`` is overwritten
+    unless ``accumulate``."""
+    N = n0 * n1 * n2
+    ubase = b * ndim * N
+    off = 3 - ndim
+    gu0 = 0.0
+    gu1 = 0.0
+    gu2 = 0.0
+    for f in range(F):
+        fbase = (b * F + f) * N
+        base = fbase + cell
+        if need_g:
+            s = g[base]
+            if off <= 0:
+                s += _adjoint_d_axis(g, u, fbase, ubase + (0 - off) * N, cell, i0, n0, n1 * n2, b0, c0)
+            if off <= 1:
+                s += _adjoint_d_axis(g, u, fbase, ubase + (1 - off) * N, cell, i1, n1, n2, b1, c1)
+            s += _adjoint_d_axis(g, u, fbase, ubase + (2 - off) * N, cell, i2, n2, 1, b2, c2)
+            gout[base] = s
+        if need_u:
+            v = d[base]
+            gv = g[base]
+            if off <= 0:
+                gu0 += _gu_term(c0, gv, u[ubase + (0 - off) * N + cell], _upper(d, base, i0, n0, n1 * n2, b0, v),
+                                v, _lower(d, base, i0, n0, n1 * n2, b0, v))
+            if off <= 1:
+                gu1 += _gu_term(c1, gv, u[ubase + (1 - off) * N + cell], _upper(d, base, i1, n1, n2, b1, v),
+                                v, _lower(d, base, i1, n1, n2, b1, v))
+            gu2 += _gu_term(c2, gv, u[ubase + (2 - off) * N + cell], _upper(d, base, i2, n2, 1, b2, v),
+                            v, _lower(d, base, i2, n2, 1, b2, v))
+    if need_u:
+        if not accumulate:
+            if off <= 0:
+                gu[ubase + (0 - off) * N + cell] = 0.0
+            if off <= 1:
+                gu[ubase + (1 - off) * N + cell] = 0.0
+            gu[ubase + (2 - off) * N + cell] = 0.0
+        if off <= 0:
+            gu[ubase + (0 - off) * N + cell] += gu0
+        if off <= 1:
+            gu[ubase + (1 - off) * N + cell] += gu1
+        gu[ubase + (2 - off) * N + cell] += gu2
+
+
+@njit(inline="always")
+def _adjoint_d_interior(gr, o, g, u, base, ub, N, n2, ndim, up0, lo0, up1, lo1, c0, c1, c2):
+    """``gd`` on cells ``1 … n2−2`` of a fast row (one field): views, no branches."""
+    wz = u[ub + (ndim - 1) * N:ub + (ndim - 1) * N + n2]
+    if ndim == 1:
+        for i in range(1, n2 - 1):
+            gv = gr[i]
+            w = wz[i]
+            s2 = c2 * (min(w, 0.0) - max(w, 0.0)) * gv
+            s2 -= c2 * min(wz[i - 1], 0.0) * gr[i - 1]
+            s2 += c2 * max(wz[i + 1], 0.0) * gr[i + 1]
+            o[i] = gv + s2
+    elif ndim == 2:
+        wy = u[ub:ub + n2]
+        wy_up = u[ub + up1:ub + up1 + n2]
+        wy_lo = u[ub + lo1:ub + lo1 + n2]
+        gy_up = g[base + up1:base + up1 + n2]
+        gy_lo = g[base + lo1:base + lo1 + n2]
+        for i in range(1, n2 - 1):
+            gv = gr[i]
+            w = wy[i]
+            s1 = c1 * (min(w, 0.0) - max(w, 0.0)) * gv
+            s1 -= c1 * min(wy_lo[i], 0.0) * gy_lo[i]
+            s1 += c1 * max(wy_up[i], 0.0) * gy_up[i]
+            w = wz[i]
+            s2 = c2 * (min(w, 0.0) - max(w, 0.0)) * gv
+            s2 -= c2 * min(wz[i - 1], 0.0) * gr[i - 1]
+            s2 += c2 * max(wz[i + 1], 0.0) * gr[i + 1]
+            o[i] = gv + s1 + s2
+    else:
+        wx = u[ub:ub + n2]
+        wx_up = u[ub + up0:ub + up0 + n2]
+        wx_lo = u[ub + lo0:ub + lo0 + n2]
+        gx_up = g[base + up0:base + up0 + n2]
+        gx_lo = g[base + lo0:base + lo0 + n2]
+        wy = u[ub + N:ub + N + n2]
+        wy_up = u[ub + N + up1:ub + N + up1 + n2]
+        wy_lo = u[ub + N + lo1:ub + N + lo1 + n2]
+        gy_up = g[base + up1:base + up1 + n2]
+        gy_lo = g[base + lo1:base + lo1 + n2]
+        for i in range(1, n2 - 1):
+            gv = gr[i]
+            w = wx[i]
+            s0 = c0 * (min(w, 0.0) - max(w, 0.0)) * gv
+            s0 -= c0 * min(wx_lo[i], 0.0) * gx_lo[i]
+            s0 += c0 * max(wx_up[i], 0.0) * gx_up[i]
+            w = wy[i]
+            s1 = c1 * (min(w, 0.0) - max(w, 0.0)) * gv
+            s1 -= c1 * min(wy_lo[i], 0.0) * gy_lo[i]
+            s1 += c1 * max(wy_up[i], 0.0) * gy_up[i]
+            w = wz[i]
+            s2 = c2 * (min(w, 0.0) - max(w, 0.0)) * gv
+            s2 -= c2 * min(wz[i - 1], 0.0) * gr[i - 1]
+            s2 += c2 * max(wz[i + 1], 0.0) * gr[i + 1]
+            o[i] = gv + s0 + s1 + s2
+
+
+@njit(inline="always")
+def _adjoint_u_interior(gr, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up1, lo1, c0, c1, c2, assign):
+    """``gu`` on cells ``1 … n2−2`` of a fast row (one field), overwritten when ``assign`` else added to."""
+    dr = d[base:base + n2]
+    kz = ub + (ndim - 1) * N
+    wz = u[kz:kz + n2]
+    qz = gu[kz:kz + n2]
+    if ndim == 1:
+        for i in range(1, n2 - 1):
+            tz = _gu_term(c2, gr[i], wz[i], dr[i + 1], dr[i], dr[i - 1])
+            qz[i] = tz if assign else qz[i] + tz
+    elif ndim == 2:
+        wy = u[ub:ub + n2]
+        qy = gu[ub:ub + n2]
+        dy_up = d[base + up1:base + up1 + n2]
+        dy_lo = d[base + lo1:base + lo1 + n2]
+        for i in range(1, n2 - 1):
+            gv = gr[i]
+            v = dr[i]
+            ty = _gu_term(c1, gv, wy[i], dy_up[i], v, dy_lo[i])
+            tz = _gu_term(c2, gv, wz[i], dr[i + 1], v, dr[i - 1])
+            qy[i] = ty if assign else qy[i] + ty
+            qz[i] = tz if assign else qz[i] + tz
+    else:
+        wx = u[ub:ub + n2]
+        qx = gu[ub:ub + n2]
+        wy = u[ub + N:ub + N + n2]
+        qy = gu[ub + N:ub + N + n2]
+        dx_up = d[base + up0:base + up0 + n2]
+        dx_lo = d[base + lo0:base + lo0 + n2]
+        dy_up = d[base + up1:base + up1 + n2]
+        dy_lo = d[base + lo1:base + lo1 + n2]
+        for i in range(1, n2 - 1):
+            gv = gr[i]
+            v = dr[i]
+            tx = _gu_term(c0, gv, wx[i], dx_up[i], v, dx_lo[i])
+            ty = _gu_term(c1, gv, wy[i], dy_up[i], v, dy_lo[i])
+            tz = _gu_term(c2, gv, wz[i], dr[i + 1], v, dr[i - 1])
+            qx[i] = tx if assign else qx[i] + tx
+            qy[i] = ty if assign else qy[i] + ty
+            qz[i] = tz if assign else qz[i] + tz
+
+
+@njit(inline="always")
+def _adjoint_row(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_g, need_u, accumulate):
     """One row of one step's adjoint for velocity field ``b``: all ``F`` fields of the row.
 
     ``r`` indexes rows of one velocity field: r = (b * n0 + i0) * n1 + i1."""
@@ -118,65 +327,47 @@ def _adjoint_row(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, 
     i1 = r % n1
     i0 = (r // n1) % n0
     b = r // (n0 * n1)
-    ubase = b * ndim * N
-    off = 3 - ndim
     row = (i0 * n1 + i1) * n2
-    for i2 in range(n2):
-        cell = row + i2
-        gu0 = 0.0
-        gu1 = 0.0
-        gu2 = 0.0
-        for f in range(F):
-            fbase = (b * F + f) * N
-            base = fbase + cell
-            if need_g:
-                s = g[base]
-                if off <= 0:
-                    s += _adjoint_d_axis(g, u, fbase, ubase + (0 - off) * N, cell, i0, n0, n1 * n2, b0, c0)
-                if off <= 1:
-                    s += _adjoint_d_axis(g, u, fbase, ubase + (1 - off) * N, cell, i1, n1, n2, b1, c1)
-                s += _adjoint_d_axis(g, u, fbase, ubase + (2 - off) * N, cell, i2, n2, 1, b2, c2)
-                gout[base] = s
-            if need_u:
-                v = d[base]
-                gv = g[base]
-                if off <= 0:
-                    w = u[ubase + (0 - off) * N + cell]
-                    if w < 0.0:
-                        gu0 -= c0 * gv * (_upper(d, base, i0, n0, n1 * n2, b0, v) - v)
-                    else:
-                        gu0 -= c0 * gv * (v - _lower(d, base, i0, n0, n1 * n2, b0, v))
-                if off <= 1:
-                    w = u[ubase + (1 - off) * N + cell]
-                    if w < 0.0:
-                        gu1 -= c1 * gv * (_upper(d, base, i1, n1, n2, b1, v) - v)
-                    else:
-                        gu1 -= c1 * gv * (v - _lower(d, base, i1, n1, n2, b1, v))
-                w = u[ubase + (2 - off) * N + cell]
-                if w < 0.0:
-                    gu2 -= c2 * gv * (_upper(d, base, i2, n2, 1, b2, v) - v)
-                else:
-                    gu2 -= c2 * gv * (v - _lower(d, base, i2, n2, 1, b2, v))
+    ub = b * ndim * N + row
+    up0, lo0, ok0 = _neighbour_rows(i0, n0, n1 * n2, b0)
+    up1, lo1, ok1 = _neighbour_rows(i1, n1, n2, b1)
+    if not (ok0 and ok1 and n2 >= 3):
+        for i in range(n2):
+            _adjoint_cell(g, gout, d, u, gu, b, row + i, i0, i1, i, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2,
+                          need_g, need_u, accumulate)
+        return
+    for i in (0, n2 - 1):
+        _adjoint_cell(g, gout, d, u, gu, b, row + i, i0, i1, i, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2,
+                      need_g, need_u, accumulate)
+    for f in range(F):
+        base = (b * F + f) * N + row
+        gr = g[base:base + n2]
+        if need_g:
+            _adjoint_d_interior(gr, gout[base:base + n2], g, u, base, ub, N, n2, ndim, up0, lo0, up1, lo1,
+                                c0, c1, c2)
         if need_u:
-            if off <= 0:
-                gu[ubase + (0 - off) * N + cell] += gu0
-            if off <= 1:
-                gu[ubase + (1 - off) * N + cell] += gu1
-            gu[ubase + (2 - off) * N + cell] += gu2
+            _adjoint_u_interior(gr, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up1, lo1, c0, c1, c2,
+                                f == 0 and not accumulate)
 
+
+# -- drivers (all steps in one compiled call) ---------------------------------------------------------------
 
 def _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save):
     rows = Bu * F * n0 * n1
     size = d.size
-    buf = np.empty_like(d) if steps > 1 else out
+    if save:  # states[t] = d^t: step t reads states[t] and writes states[t + 1] (the last one writes out)
+        st = states[0:size]
+        for j in prange(size):
+            st[j] = d[j]
+    buf = np.empty_like(d) if steps > 1 and not save else out
     src = d
     for t in range(steps):
-        if save:
-            st = states[t * size:(t + 1) * size]
-            for j in prange(size):
-                st[j] = src[j]
-        # alternate between out and buf so that the last step lands in out
-        dst = out if (steps - 1 - t) % 2 == 0 else buf
+        if t == steps - 1:
+            dst = out
+        elif save:
+            dst = states[(t + 1) * size:(t + 2) * size]
+        else:  # alternate between out and buf so that the last step lands in out
+            dst = out if (steps - 1 - t) % 2 == 0 else buf
         for r in prange(rows):
             _forward_row(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2)
         src = dst
@@ -193,9 +384,10 @@ def _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1,
         # alternate between gd and buf so that the gradient of d^0 lands in gd
         dst = gd if t % 2 == 0 else buf
         dstate = states[t * size:(t + 1) * size] if need_u else g
+        accumulate = k > 0  # the first step overwrites gu (allocated uninitialised), later ones add to it
         for r in prange(rows):
             _adjoint_row(cur, dst, dstate, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2,
-                         need_g, need_u)
+                         need_g, need_u, accumulate)
         cur = dst
 
 
@@ -219,7 +411,7 @@ def advect_forward(d, u, coef, bc, shape3, ndim, steps, save_states):
 def advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u):
     Bu, F, N = g.shape
     gd = np.empty_like(g)
-    gu = np.zeros_like(u) if need_u else np.empty(0, g.dtype)
+    gu = np.empty_like(u) if need_u else np.empty(0, g.dtype)
     st = states.reshape(-1) if need_u else np.empty(0, g.dtype)
     adj = _adjoint_par if g.size >= _PARALLEL_MIN_CELLS else _adjoint_ser
     adj(g.reshape(-1), st, u.reshape(-1), gd.reshape(-1), gu.reshape(-1), steps, Bu, F, *shape3, ndim,

@@ -1,0 +1,63 @@
+"""Launch wrappers of the upwind advection kernels (``kernels/advection.cu``; formulas in its header).
+
+Multi-step loops launch one kernel per step on the current stream and never synchronise with the host: the
+forward pass ping-pongs between two buffers (the last step lands in the output) and, when asked, the forward
+kernel itself copies each step's input state into ``states[t]``; the adjoint runs the transposed steps in
+reverse order the same way. Without a velocity gradient only ``advect_adjoint_d`` runs; with one,
+``advect_adjoint_du`` computes both gradients of a step in one pass.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._module import grid_1d
+
+_FILE = "advection.cu"
+
+
+def _geometry(dtype, shape3, ndim, coef, bc):
+    T = np.dtype(dtype).type
+    i32 = np.int32
+    n0, n1, n2 = shape3
+    return (i32(n0), i32(n1), i32(n2), i32(ndim), T(coef[0]), T(coef[1]), T(coef[2]),
+            i32(bc[0]), i32(bc[1]), i32(bc[2]))
+
+
+def advect_forward(be, d, u, coef, bc, shape3, ndim, steps, save_states):
+    cp = be.cp
+    Bu, F, N = d.shape
+    out = cp.empty_like(d)
+    buf = cp.empty_like(d) if steps > 1 else None
+    states = cp.empty((steps,) + d.shape, d.dtype) if save_states else None
+    geo = _geometry(d.dtype, shape3, ndim, coef, bc)
+    grid = grid_1d(Bu * F * N)
+    src = d
+    for t in range(steps):
+        dst = out if (steps - 1 - t) % 2 == 0 else buf   # the last step writes ``out``
+        save = states[t] if save_states else dst          # not written when do_save == 0
+        be.launch(_FILE, "advect_forward", d.dtype, grid,
+                  (src, dst, save, np.int32(1 if save_states else 0), u, np.int32(Bu), np.int32(F), *geo))
+        src = dst
+    return out, states
+
+
+def advect_adjoint(be, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u):
+    cp = be.cp
+    Bu, F, N = g.shape
+    gd = cp.empty_like(g)
+    buf = cp.empty_like(g) if steps > 1 else gd
+    gu = cp.zeros_like(u) if need_u else None
+    geo = _geometry(g.dtype, shape3, ndim, coef, bc)
+    cur = g
+    for k in range(steps):
+        t = steps - 1 - k
+        dst = gd if t % 2 == 0 else buf                   # the gradient of d^0 lands in ``gd``
+        if need_u:
+            need_g = need_d or t > 0
+            be.launch(_FILE, "advect_adjoint_du", g.dtype, grid_1d(Bu * N),
+                      (cur, dst, np.int32(1 if need_g else 0), states[t], u, gu, np.int32(Bu), np.int32(F), *geo))
+        else:
+            be.launch(_FILE, "advect_adjoint_d", g.dtype, grid_1d(Bu * F * N),
+                      (cur, dst, u, np.int32(Bu), np.int32(F), *geo))
+        cur = dst
+    return (gd if need_d else None), gu

@@ -1,0 +1,325 @@
+"""Demo ``learn``: a network trained through the solver (``python -m gpudp demo learn``).
+
+The seed's advection inverse problem, as a family: every problem has its own initial density ``d0`` (a
+Gaussian with random centre and width) and its own hidden velocity ``u_true`` (a random positive mean plus a
+few random Fourier modes); its target is the state after ``T`` upwind steps under ``u_true``. A small periodic
+1-D CNN maps ``(d0, target)`` to a whole velocity field ``u``. Its training loss is gpudp's rollout of ``d0``
+under the predicted ``u`` compared with the target by ``l2_loss``: the true velocities are never shown to it,
+the gradient reaches the network through gpudp's adjoint kernels (:func:`gpudp.torch.wrap`). One batched
+rollout (``u`` of shape ``(B, 1, N)``, ``d`` of shape ``(B, N)``) handles a whole minibatch.
+
+On held-out problems it reports the loss of the network's prediction against the guess ``u = mean`` (the
+family's mean velocity) and against per-problem gradient descent from that guess with a budget of solver
+calls (one call = one rollout and its adjoint), among them the network's own budget at inference: one call.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+import time
+
+import numpy as np
+
+import gpudp
+
+from ._progress import Progress
+
+
+@dataclasses.dataclass
+class Config:
+    """Sizes of the problem family and of the training run (the defaults train in about a minute)."""
+
+    n: int = 128                  # cells on the periodic domain [0, 1)
+    dt: float = 0.002
+    steps: int = 100              # upwind steps T of one rollout
+    mean_velocity: float = 0.6    # family mean: the guess u = mean
+    mean_spread: float = 0.2      # per-problem mean velocity in mean ± spread
+    modes: int = 3                # Fourier modes of u_true
+    mode_amplitude: float = 0.15  # standard deviation of the first mode's coefficients (mode k: / k)
+    width: tuple = (0.05, 0.12)   # Gaussian width range of d0
+    n_train: int = 4096
+    n_test: int = 256
+    batch: int = 64
+    train_steps: int = 1500
+    lr: float = 3e-3
+    channels: int = 32
+    gd_budgets: tuple = (1, 10, 100, 300)   # solver calls of per-problem gradient descent
+    gd_rates: tuple = (0.1, 0.3, 1.0, 3.0)  # step sizes tried (on training problems) for gradient descent
+    eval_every: int = 100
+    seed: int = 0
+    dtype: str = "float32"
+
+
+# -- the problem family ------------------------------------------------------------------------------------
+
+def make_problems(cfg, count, rng, grid):
+    """``(d0, u_true, target)`` for ``count`` problems: arrays ``(count, n)``, ``(count, 1, n)``, ``(count, n)``."""
+    x = (np.arange(cfg.n) + 0.5) / cfg.n
+    centre = rng.uniform(0.0, 1.0, (count, 1))
+    width = rng.uniform(*cfg.width, (count, 1))
+    dist = (x[None, :] - centre + 0.5) % 1.0 - 0.5  # periodic distance
+    d0 = np.exp(-(dist / width) ** 2)
+    u = cfg.mean_velocity + rng.uniform(-cfg.mean_spread, cfg.mean_spread, (count, 1)) + np.zeros((1, cfg.n))
+    for k in range(1, cfg.modes + 1):
+        a, b = rng.normal(0.0, cfg.mode_amplitude / k, (2, count, 1))
+        u = u + a * np.sin(2 * np.pi * k * x) + b * np.cos(2 * np.pi * k * x)
+    dtype = np.dtype(cfg.dtype)
+    d0, u = d0.astype(dtype), u[:, None, :].astype(dtype)
+    target = gpudp.to_numpy(gpudp.advect_upwind(gpudp.asarray(d0), gpudp.asarray(u), cfg.dt, grid, steps=cfg.steps))
+    return d0, u, np.ascontiguousarray(target)
+
+
+def rollout_losses(cfg, grid, d0, u, target):
+    """Per-problem ``l2_loss`` of the rollout of ``d0`` under ``u`` (one batched solver call)."""
+    d = gpudp.advect_upwind(gpudp.asarray(d0), gpudp.asarray(u), cfg.dt, grid, steps=cfg.steps)
+    return ((gpudp.to_numpy(d) - target).astype(np.float64) ** 2).sum(axis=1)
+
+
+def gradient_descent(cfg, grid, d0, target, calls, rate, record=()):
+    """Plain gradient descent on each problem's ``l2_loss`` from ``u = mean``, ``calls`` solver calls (each a
+    rollout with its adjoint, batched over the problems; the problems are independent). Returns the final
+    ``u`` and ``{c: u after c calls}`` for ``c`` in ``record``."""
+    d0g, tg = gpudp.asarray(d0), gpudp.asarray(target)
+
+    def loss(u):
+        return gpudp.l2_loss(gpudp.advect_upwind(d0g, u, cfg.dt, grid, steps=cfg.steps), tg)
+
+    step = gpudp.value_and_grad(loss)
+    u = np.full((len(d0), 1, cfg.n), cfg.mean_velocity, dtype=d0.dtype)
+    umax = 0.9 * grid.spacing[0] / cfg.dt  # keep every iterate within the CFL limit
+    snapshots = {}
+    for c in range(1, calls + 1):
+        _, g = step(gpudp.asarray(u))
+        u = np.clip(u - rate * gpudp.to_numpy(g), -umax, umax)
+        if c in record:
+            snapshots[c] = u.copy()
+    return u, snapshots
+
+
+# -- the network -----------------------------------------------------------------------------------------
+
+def make_network(cfg):
+    """A periodic 1-D CNN ``(B, 2, n) → (B, 1, n)``: dilated circular convolutions (receptive field about
+    half the domain), output ``mean + 0.9·tanh(·)`` so that every prediction satisfies the CFL limit."""
+    import torch
+    from torch import nn
+
+    c = cfg.channels
+    layers = [nn.Conv1d(2, c, 5, padding=2, padding_mode="circular"), nn.GELU()]
+    for dil in (2, 4, 8):
+        layers += [nn.Conv1d(c, c, 5, padding=2 * dil, dilation=dil, padding_mode="circular"), nn.GELU()]
+    layers += [nn.Conv1d(c, c, 5, padding=2, padding_mode="circular"), nn.GELU(), nn.Conv1d(c, 1, 1)]
+
+    class VelocityNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(*layers)
+
+        def forward(self, d0, target):
+            raw = self.body(torch.stack([d0, target], dim=1))
+            return cfg.mean_velocity + 0.9 * torch.tanh(raw)
+
+    return VelocityNet()
+
+
+# -- the run ---------------------------------------------------------------------------------------------
+
+def train(cfg, grid, train_set, test_set, quiet=False):
+    """Train the network through gpudp; returns ``(net, history, seconds_per_step)``."""
+    import torch
+    from gpudp.torch import wrap
+
+    torch.manual_seed(cfg.seed)
+    dtype = getattr(torch, cfg.dtype)
+    net = make_network(cfg).to(dtype)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.train_steps,
+                                                pct_start=0.1)
+
+    def rollout_loss(d0, u, target):  # l2_loss summed over the minibatch, one batched rollout
+        return gpudp.l2_loss(gpudp.advect_upwind(d0, u, cfg.dt, grid, steps=cfg.steps), target)
+
+    solver_loss = wrap(rollout_loss)
+    d0_all, _, tgt_all = (torch.from_numpy(a) for a in train_set)
+    d0_test, _, tgt_test = (torch.from_numpy(a) for a in test_set)
+    gen = np.random.default_rng(cfg.seed + 1)
+    history = {"step": [], "train": [], "eval_step": [], "test": []}
+    t_train = 0.0
+    with Progress(cfg.train_steps, "learn: training", quiet=quiet) as bar:
+        for it in range(1, cfg.train_steps + 1):
+            idx = torch.from_numpy(gen.choice(len(d0_all), cfg.batch, replace=False))
+            d0, tgt = d0_all[idx], tgt_all[idx]
+            t0 = time.perf_counter()
+            u = net(d0, tgt)
+            loss = solver_loss(d0, u, tgt) / cfg.batch  # mean per-problem l2_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            t_train += time.perf_counter() - t0
+            history["step"].append(it)
+            history["train"].append(float(loss))
+            if it % cfg.eval_every == 0 or it == cfg.train_steps:
+                with torch.no_grad():
+                    u_test = net(d0_test, tgt_test).numpy()
+                test = float(rollout_losses(cfg, grid, test_set[0], u_test, test_set[2]).mean())
+                history["eval_step"].append(it)
+                history["test"].append(test)
+            bar.update(loss=float(loss))
+    return net, history, t_train / cfg.train_steps
+
+
+def run(out_dir, quiet=False, config=None):
+    """Train, evaluate on held-out problems, print the table, write ``learn_loss.png`` and
+    ``learn_problems.png`` into ``out_dir``; returns the key numbers."""
+    import torch
+
+    cfg = config or Config()
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    threads = torch.get_num_threads()
+    # the network's tensors are small: PyTorch's threads beyond the cores only add contention with gpudp
+    torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
+    try:
+        return _run(cfg, out_dir, quiet, t_start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg, out_dir, quiet, t_start):
+    import torch
+
+    grid = gpudp.Grid(cfg.n, spacing=1.0 / cfg.n)
+    rng = np.random.default_rng(cfg.seed)
+    train_set = make_problems(cfg, cfg.n_train, rng, grid)
+    test_set = make_problems(cfg, cfg.n_test, rng, grid)
+    d0_test, u_true_test, tgt_test = test_set
+
+    net, history, sec_per_step = train(cfg, grid, train_set, test_set, quiet=quiet)
+    with torch.no_grad():
+        u_net = net(torch.from_numpy(d0_test), torch.from_numpy(tgt_test)).numpy()
+    loss_net = rollout_losses(cfg, grid, d0_test, u_net, tgt_test)
+    u_mean = np.full_like(u_true_test, cfg.mean_velocity)
+    loss_mean = rollout_losses(cfg, grid, d0_test, u_mean, tgt_test)
+
+    # per-problem gradient descent: step size chosen on training problems, then run on the test problems
+    budgets = tuple(sorted(cfg.gd_budgets))
+    tune = slice(0, min(256, cfg.n_train))
+    tune_calls = min(budgets[-1], 30)
+    best_rate = min(cfg.gd_rates, key=lambda r: _finite_mean(rollout_losses(
+        cfg, grid, train_set[0][tune], gradient_descent(cfg, grid, train_set[0][tune], train_set[2][tune],
+                                                        tune_calls, r)[0], train_set[2][tune])))
+    t0 = time.perf_counter()
+    _, snaps = gradient_descent(cfg, grid, d0_test, tgt_test, budgets[-1], best_rate, record=budgets)
+    gd_seconds = time.perf_counter() - t0
+    loss_gd = {c: rollout_losses(cfg, grid, d0_test, snaps[c], tgt_test) for c in budgets}
+
+    total = time.perf_counter() - t_start
+    res = {
+        "test_loss_network": float(loss_net.mean()),
+        "test_loss_mean_guess": float(loss_mean.mean()),
+        "test_loss_gd": {c: float(v.mean()) for c, v in loss_gd.items()},
+        "gd_step_size": best_rate,
+        "improvement_over_mean": float(loss_mean.mean() / loss_net.mean()),
+        "ms_per_train_step": 1e3 * sec_per_step,
+        "train_steps": cfg.train_steps,
+        "batch": cfg.batch,
+        "train_problems": cfg.n_train,
+        "test_problems": cfg.n_test,
+        "train_loss_first": float(np.mean(history["train"][:10])),
+        "train_loss_last": float(np.mean(history["train"][-10:])),
+        "gd_ms_per_call": 1e3 * gd_seconds / budgets[-1],
+        "total_seconds": total,
+        "backend": gpudp.current_backend_name(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    _print_table(cfg, res)
+    res["figures"] = _figures(cfg, grid, out_dir, history, res, test_set, u_net, snaps)
+    res["total_seconds"] = time.perf_counter() - t_start
+    return res
+
+
+def _finite_mean(x):
+    m = float(np.mean(x))
+    return m if math.isfinite(m) else float("inf")
+
+
+def _print_table(cfg, res):
+    print(f"\nlearn: {res['train_problems']} training problems, {res['train_steps']} steps of batch "
+          f"{res['batch']} ({1e-3 * res['ms_per_train_step'] * res['train_steps']:.1f} s, "
+          f"{res['ms_per_train_step']:.2f} ms/step); held-out: {res['test_problems']} problems")
+    print(f"  {'method':<44} {'solver calls':>12} {'mean l2_loss':>13} {'vs mean':>9}")
+    base = res["test_loss_mean_guess"]
+    rows = [("initial guess u = mean", 0, base), ("network prediction", 0, res["test_loss_network"])]
+    for c, v in res["test_loss_gd"].items():
+        rows.append((f"gradient descent (step {res['gd_step_size']:g}) from u = mean", c, v))
+    for name, calls, v in rows:
+        print(f"  {name:<44} {calls:>12} {v:13.4e} {base / v:8.1f}x")
+    print(f"  (one solver call = one batched rollout of T={cfg.steps} steps and its adjoint; "
+          f"{res['gd_ms_per_call']:.1f} ms for {res['test_problems']} problems)")
+
+
+def _figures(cfg, grid, out_dir, history, res, test_set, u_net, snaps):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {}
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    steps = np.asarray(history["step"])
+    train = np.asarray(history["train"])
+    w = max(1, len(train) // 50)
+    smooth = np.convolve(train, np.ones(w) / w, mode="valid")
+    ax.semilogy(steps, train, color="C0", alpha=0.25, lw=0.8)
+    ax.semilogy(steps[w - 1:], smooth, color="C0", label="training loss (minibatch mean)")
+    ax.semilogy(history["eval_step"], history["test"], "o-", color="C1", ms=3, label="held-out loss (network)")
+    ax.axhline(res["test_loss_mean_guess"], color="k", ls="--", lw=1, label="held-out: u = mean")
+    for i, (c, v) in enumerate(res["test_loss_gd"].items()):
+        ax.axhline(v, color=f"C{i + 2}", ls=":", lw=1, label=f"held-out: gradient descent, {c} calls")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("l2_loss per problem")
+    ax.set_title("Training a CNN through gpudp's advection rollout")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths["loss_curve"] = str(out_dir / "learn_loss.png")
+    fig.savefig(paths["loss_curve"], dpi=120)
+    plt.close(fig)
+
+    d0, u_true, tgt = test_set
+    x = (np.arange(cfg.n) + 0.5) / cfg.n
+    gd1 = snaps[min(snaps)]
+    show = range(min(4, len(d0)))
+    fig, axes = plt.subplots(2, len(show), figsize=(3.6 * len(show), 5.6), sharex=True, squeeze=False)
+    for j, b in enumerate(show):
+        d_net = gpudp.to_numpy(gpudp.advect_upwind(gpudp.asarray(d0[b:b + 1]), gpudp.asarray(u_net[b:b + 1]),
+                                                   cfg.dt, grid, steps=cfg.steps))[0]
+        d_mean = gpudp.to_numpy(gpudp.advect_upwind(gpudp.asarray(d0[b]), gpudp.asarray(
+            np.full_like(u_true[b], cfg.mean_velocity)), cfg.dt, grid, steps=cfg.steps))
+        a = axes[0, j]
+        a.plot(x, d0[b], color="0.6", label="d0")
+        a.plot(x, tgt[b], "k", lw=2.5, alpha=0.4, label="target")
+        a.plot(x, d_net, "C1", label="rollout, network u")
+        a.plot(x, d_mean, "C0--", lw=1, label="rollout, u = mean")
+        a.set_title(f"test problem {b}", fontsize=9)
+        a = axes[1, j]
+        mask = np.maximum(d0[b], tgt[b]) > 0.05
+        a.fill_between(x, u_true[b, 0].min() - 0.3, u_true[b, 0].max() + 0.3, where=mask, color="0.92",
+                       label="where density is")
+        a.plot(x, u_true[b, 0], "k", lw=2.5, alpha=0.4, label="u_true (never shown)")
+        a.plot(x, u_net[b, 0], "C1", label="network u")
+        a.plot(x, gd1[b, 0], "C2:", label=f"GD, {min(snaps)} call")
+        a.axhline(cfg.mean_velocity, color="C0", ls="--", lw=1, label="u = mean")
+        a.set_xlabel("x")
+    axes[0, 0].set_ylabel("density")
+    axes[1, 0].set_ylabel("velocity")
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].legend(fontsize=7)
+    fig.suptitle("Held-out problems: the network sees (d0, target) and predicts u", fontsize=10)
+    fig.tight_layout()
+    paths["problems"] = str(out_dir / "learn_problems.png")
+    fig.savefig(paths["problems"], dpi=120)
+    plt.close(fig)
+    return paths

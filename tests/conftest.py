@@ -1,0 +1,64 @@
+"""Shared pytest fixtures.
+
+``backend``: parametrised over the backends. ``cpu`` always runs; ``numba-cuda`` is marked ``cudasim`` (it runs
+under ``NUMBA_ENABLE_CUDASIM=1`` or on a GPU); ``cupy`` is marked ``gpu``. A backend that cannot run here is
+skipped with the reason :func:`gpudp.available_backends` gives, so the plain run skips nothing silently.
+Tests that do not ask for ``backend`` run on the ``cpu`` backend whatever ``auto`` would pick.
+"""
+import numpy as np
+import pytest
+
+import gpudp
+from gpudp import arrays as _arrays
+
+BACKEND_PARAMS = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("numba-cuda", id="numba-cuda", marks=pytest.mark.cudasim),
+    pytest.param("cupy", id="cupy", marks=pytest.mark.gpu),
+]
+
+
+class BackendHarness:
+    """The active backend of a test, with helpers to move NumPy data to it and back."""
+
+    def __init__(self, name, impl):
+        self.name = name
+        self.impl = impl
+        info = gpudp.available_backends()[name]
+        self.device = info.device
+        #: True under Numba's CUDA simulator: keep grids small there.
+        self.simulated = name == "numba-cuda" and "simulator" in info.device.lower()
+
+    def asarray(self, x, dtype=None):
+        """A NumPy array (or list) as an array of this backend."""
+        return gpudp.asarray(np.asarray(x) if not _arrays.is_array(x) else x, dtype=dtype)
+
+    def tensor(self, x, requires_grad=False, dtype=None):
+        return gpudp.tensor(np.asarray(x), requires_grad=requires_grad, dtype=dtype)
+
+    def to_numpy(self, x):
+        return np.array(gpudp.to_numpy(x), copy=True)
+
+    def is_own(self, x):
+        return self.impl.is_own(x.data if isinstance(x, gpudp.Tensor) else x)
+
+    def __repr__(self):
+        return f"<backend {self.name}: {self.device}>"
+
+
+@pytest.fixture(autouse=True)
+def _cpu_by_default():
+    """Run every test on ``cpu`` unless it activates another backend (e.g. through ``backend``)."""
+    with gpudp.use_backend("cpu"):
+        yield
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend(request):
+    """Activate one backend for the test (``gpudp.use_backend``) and hand over a :class:`BackendHarness`."""
+    name = request.param
+    info = gpudp.available_backends()[name]
+    if not info.available:
+        pytest.skip(f"backend {name!r} is not available here: {info.reason}")
+    with gpudp.use_backend(name) as impl:
+        yield BackendHarness(name, impl)

@@ -1,0 +1,260 @@
+"""poisson_solve: residuals, dense (pseudo-)inverse references, implicit gradient, tape memory, statistics,
+errors. Runs on every backend of the ``backend`` fixture; grids stay small for the CUDA simulator."""
+import itertools
+
+import numpy as np
+import pytest
+
+import gpudp
+import reference_mac as R
+
+KINDS = ("periodic", "dirichlet", "neumann")
+CASES = [((24,), (k,)) for k in KINDS]
+CASES += [((8, 6), b) for b in itertools.product(KINDS, repeat=2)]
+CASES += [((4, 5, 3), (k,) * 3) for k in KINDS]
+CASES += [((4, 5, 3), ("periodic", "neumann", "dirichlet")), ((4, 5, 3), ("neumann", "periodic", "neumann"))]
+CASE_IDS = ["x".join(map(str, s)) + "-" + "-".join(b[:3] for b in bnd) for s, bnd in CASES]
+
+
+def make_grid(shape, boundary, seed=0):
+    rng = np.random.default_rng(seed)
+    return gpudp.Grid(shape, spacing=tuple(0.5 + rng.random() for _ in shape), boundary=boundary)
+
+
+def laplace_matrix(grid):
+    return R.laplace_matrix(grid.shape, grid.spacing, grid.boundary)
+
+
+def true_residual(L, x, b, singular):
+    """``‖b̃ − L x‖ / ‖b̃‖`` per system in float64 (``b̃``: b without its mean when the operator is singular)."""
+    x = np.asarray(x, np.float64).reshape(len(b), -1)
+    b = np.asarray(b, np.float64).reshape(len(b), -1)
+    if singular:
+        b = b - b.mean(axis=1, keepdims=True)
+    return np.linalg.norm(b - x @ L.T, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.abs(a - b).max() / np.abs(b).max()
+
+
+@pytest.mark.parametrize("preconditioner", [None, "jacobi"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape,boundary", CASES, ids=CASE_IDS)
+def test_reaches_requested_residual(backend, shape, boundary, dtype, preconditioner):
+    grid = make_grid(shape, boundary)
+    L = laplace_matrix(grid)
+    tol = 1e-9 if dtype == np.float64 else 1e-4
+    b = np.random.default_rng(1).standard_normal((3,) + shape).astype(dtype)
+    x, info = gpudp.poisson_solve(backend.asarray(b), grid, tol=tol, preconditioner=preconditioner,
+                                  return_info=True)
+    assert isinstance(info, gpudp.SolveInfo) and info.converged
+    assert 1 <= info.iterations <= 10 * grid.size and info.residual <= tol
+    xh = backend.to_numpy(x)
+    assert xh.shape == b.shape and xh.dtype == dtype and backend.is_own(x)
+    # the residual of the returned x itself, evaluated in float64
+    assert true_residual(L, xh, b, grid.is_singular).max() <= (1.5 if dtype == np.float64 else 5.0) * tol
+    if grid.is_singular:
+        assert np.abs(xh.reshape(3, -1).astype(np.float64).mean(axis=1)).max() <= 1e-6 * np.abs(xh).max()
+    assert gpudp.last_solve_info() == info
+
+
+@pytest.mark.parametrize("shape,boundary", CASES + [((64, 64), ("neumann", "neumann")),
+                                                    ((10, 10, 10), ("periodic", "dirichlet", "neumann"))],
+                         ids=CASE_IDS + ["64x64-neu", "10x10x10-mixed"])
+def test_matches_dense_pseudo_inverse_and_its_gradient(backend, shape, boundary):
+    if backend.simulated and int(np.prod(shape)) > 200:
+        pytest.skip("large grid: too slow under the CUDA simulator")
+    grid = make_grid(shape, boundary, seed=2)
+    L = laplace_matrix(grid)
+    rng = np.random.default_rng(3)
+    b = rng.standard_normal((2,) + shape)
+    b[1] += 5.0  # a large mean: removed in the singular case
+    g = rng.standard_normal((2,) + shape)
+    if grid.size <= 1000:
+        Lp = np.linalg.pinv(L)
+        ref_x = b.reshape(2, -1) @ Lp.T
+        ref_g = g.reshape(2, -1) @ Lp  # A⁺ᵀ g
+    else:  # the same without an SVD: L⁺ = (L + e eᵀ)⁻¹ − e eᵀ with e = 1/√N the null vector (L symmetric)
+        e = np.full(grid.size, 1 / np.sqrt(grid.size)) if grid.is_singular else np.zeros(grid.size)
+        M = L + np.outer(e, e)
+        rhs = np.concatenate([b.reshape(2, -1), g.reshape(2, -1)])
+        both = np.linalg.solve(M, rhs.T).T - np.outer(rhs @ e, e)
+        ref_x, ref_g = both[:2], both[2:]
+    bt = gpudp.tensor(backend.asarray(b), requires_grad=True)
+    with gpudp.Tape() as tape:
+        x = gpudp.poisson_solve(bt, grid, tol=1e-12, preconditioner="jacobi")
+    assert rel(backend.to_numpy(x).reshape(2, -1), ref_x) <= 1e-8
+    tape.backward(x, grad=backend.asarray(g))
+    assert rel(backend.to_numpy(bt.grad).reshape(2, -1), ref_g) <= 1e-6
+
+
+@pytest.mark.parametrize("boundary", [("neumann", "periodic"), ("dirichlet", "neumann")])
+def test_gradcheck(backend, boundary):
+    grid = make_grid((4, 3), boundary, seed=5)
+    b = backend.asarray(np.random.default_rng(6).standard_normal((4, 3)))
+    # the solve is linear in b up to the solver tolerance, so a large finite-difference step is exact
+    assert gpudp.gradcheck(lambda v: gpudp.poisson_solve(v, grid, tol=1e-13), [b], eps=1e-2)
+
+
+def test_backward_is_one_solve_and_tape_memory_does_not_depend_on_tol(backend):
+    grid = gpudp.Grid((6, 5), boundary="neumann")
+    b = np.random.default_rng(7).standard_normal((6, 5))
+    mem = []
+    for tol in (1e-3, 1e-10):
+        bt = gpudp.tensor(backend.asarray(b), requires_grad=True)
+        with gpudp.Tape() as tape:
+            x = gpudp.poisson_solve(bt, grid, tol=tol)
+            loss = gpudp.l2_loss(x, backend.asarray(np.zeros_like(b)))
+        mem.append(tape.memory_bytes)
+        solves_before = backend.impl.launches["cg_solve"] if hasattr(backend.impl, "launches") else None
+        tape.backward(loss)
+        if solves_before is not None:
+            assert backend.impl.launches["cg_solve"] == solves_before + 1
+        assert gpudp.last_solve_info().converged
+    # the l2 loss saves its residual (the solution's size); the solve itself saves nothing
+    assert mem[0] == mem[1] == b.size * 8
+
+
+def test_solve_alone_saves_nothing():
+    grid = gpudp.Grid((5, 4), boundary="dirichlet")
+    for tol in (1e-3, 1e-10):
+        bt = gpudp.tensor(np.ones((5, 4)), requires_grad=True)
+        with gpudp.Tape() as tape:
+            gpudp.poisson_solve(bt, grid, tol=tol)
+        assert len(tape) == 1 and tape.memory_bytes == 0
+
+
+def test_batch_items_are_independent_and_zero_rhs_gives_zero(backend):
+    grid = gpudp.Grid((6, 4), boundary=("periodic", "neumann"))
+    L = laplace_matrix(grid)
+    rng = np.random.default_rng(8)
+    b = np.stack([rng.standard_normal((6, 4)), np.zeros((6, 4)), np.full((6, 4), 3.0),
+                  1e-6 * rng.standard_normal((6, 4))])
+    x, info = gpudp.poisson_solve(backend.asarray(b), grid, tol=1e-10, return_info=True)
+    xh = backend.to_numpy(x)
+    ref = b.reshape(4, -1) @ np.linalg.pinv(L).T
+    np.testing.assert_array_equal(xh[1], 0.0)
+    np.testing.assert_allclose(xh[2], 0.0, atol=1e-12)  # a constant is all null space
+    for i in (0, 3):
+        assert rel(xh[i].reshape(-1), ref[i]) <= 1e-8
+    assert info.converged and info.residual <= 1e-10
+    z, zinfo = gpudp.poisson_solve(backend.asarray(np.zeros((6, 4))), grid, return_info=True)
+    assert zinfo == gpudp.SolveInfo(0, 0.0, True)
+    np.testing.assert_array_equal(backend.to_numpy(z), 0.0)
+
+
+def test_x0_start_value(backend):
+    grid = gpudp.Grid((8, 6), boundary="dirichlet")
+    b = np.random.default_rng(9).standard_normal((8, 6))
+    x, info = gpudp.poisson_solve(backend.asarray(b), grid, tol=1e-10, return_info=True)
+    # starting from the solution needs (almost) no iterations
+    x2, info2 = gpudp.poisson_solve(backend.asarray(b), grid, tol=1e-8, x0=x, return_info=True)
+    assert info2.iterations <= 1 < info.iterations
+    np.testing.assert_allclose(backend.to_numpy(x2), backend.to_numpy(x), atol=1e-8)
+    # x0 gets no gradient, even as a tensor that requires one
+    bt = gpudp.tensor(backend.asarray(b), requires_grad=True)
+    x0 = gpudp.tensor(backend.asarray(np.ones((8, 6))), requires_grad=True)
+    with gpudp.Tape() as tape:
+        y = gpudp.poisson_solve(bt, grid, tol=1e-10, x0=x0)
+    tape.backward(y, grad=backend.asarray(np.ones((8, 6))))
+    assert x0.grad is None and bt.grad is not None
+    np.testing.assert_allclose(backend.to_numpy(y), backend.to_numpy(x), atol=1e-8)
+
+
+def test_x0_on_singular_grid_ignores_its_mean():
+    grid = gpudp.Grid(10, boundary="periodic")
+    b = np.sin(np.linspace(0, 2 * np.pi, 10, endpoint=False))
+    x = gpudp.poisson_solve(b, grid, tol=1e-12)
+    x2 = gpudp.poisson_solve(b, grid, tol=1e-12, x0=np.full(10, 100.0))
+    np.testing.assert_allclose(x2, x, atol=1e-10)
+
+
+def test_non_convergence_raises_solve_error_with_statistics(backend):
+    grid = gpudp.Grid((8, 8), boundary="neumann")
+    b = backend.asarray(np.random.default_rng(10).standard_normal((8, 8)))
+    with pytest.raises(gpudp.SolveError, match=r"poisson_solve: conjugate gradients did not converge.*"
+                                               r"after 3 iterations \(maxiter 3") as err:
+        gpudp.poisson_solve(b, grid, tol=1e-10, maxiter=3)
+    assert err.value.iterations == 3 and err.value.residual > 1e-10
+    assert isinstance(err.value, RuntimeError)
+    assert gpudp.last_solve_info() == gpudp.SolveInfo(3, err.value.residual, False)
+    x, info = gpudp.poisson_solve(b, grid, tol=1e-10, maxiter=3, throw=False, return_info=True)
+    assert not info.converged and info.iterations == 3 and info.residual == err.value.residual
+    assert np.isfinite(backend.to_numpy(x)).all()
+
+
+def test_backward_non_convergence_raises():
+    grid = gpudp.Grid((8, 8), boundary="dirichlet")
+    s = np.sin(np.pi * np.arange(1, 9) / 9)
+    b = np.outer(s, s)  # an eigenvector of the Laplacian: one CG iteration, unlike the random backward rhs
+    bt = gpudp.tensor(b, requires_grad=True)
+    with gpudp.Tape() as tape:
+        x = gpudp.poisson_solve(bt, grid, tol=1e-3, maxiter=2)
+    assert gpudp.last_solve_info().iterations == 1
+    seed = np.random.default_rng(11).standard_normal((8, 8))
+    with pytest.raises(gpudp.SolveError, match="in the backward pass"):
+        tape.backward(x, grad=seed)
+
+
+def test_cpu_parallel_solver_and_chunked_index_walk(monkeypatch):
+    """The CPU kernels walk the cells in chunks of ``CHUNK`` (the parallel work items); a tiny chunk checks
+    the chunk starts mid-row. The parallel solver driver is forced onto a small grid."""
+    from gpudp.backends.cpu import difference as cpu_difference
+    monkeypatch.setattr(cpu_difference, "CHUNK", 7)
+    grid = gpudp.Grid((5, 4, 3), spacing=(1.0, 0.7, 1.3), boundary=("neumann", "periodic", "dirichlet"))
+    L = laplace_matrix(grid)
+    D = R.divergence_matrix(grid.shape, grid.spacing, grid.boundary)
+    G = R.gradient_matrix(grid.shape, grid.spacing, grid.boundary)
+    rng = np.random.default_rng(12)
+    b = rng.standard_normal((2, 5, 4, 3))
+    assert rel(gpudp.laplace(b, grid).reshape(2, -1), b.reshape(2, -1) @ L.T) <= 1e-12
+    assert rel(R.stack_faces(gpudp.spatial_gradient(b, grid), grid.shape), b.reshape(2, -1) @ G.T) <= 1e-12
+    u = R.split_faces(rng.standard_normal((2, D.shape[1])), grid.shape, grid.boundary, (2,))
+    assert rel(gpudp.divergence(u, grid).reshape(2, -1), R.stack_faces(u, grid.shape) @ D.T) <= 1e-12
+    ref = b.reshape(2, -1) @ np.linalg.pinv(L).T
+    for parallel_from in (10 ** 9, 0):  # serial driver, then the parallel one
+        monkeypatch.setattr(cpu_difference, "PARALLEL_MIN_CELLS", parallel_from)
+        x = gpudp.poisson_solve(b, grid, tol=1e-12, preconditioner="jacobi")
+        assert rel(x.reshape(2, -1), ref) <= 1e-8
+
+
+# -- input errors ------------------------------------------------------------------------------------------
+def test_bad_inputs_raise_specific_errors():
+    grid = gpudp.Grid((4, 3), boundary="neumann")
+    b = np.ones((4, 3))
+    for bad in (0.0, -1e-6):
+        with pytest.raises(ValueError, match=r"poisson_solve: tol must be > 0, got"):
+            gpudp.poisson_solve(b, grid, tol=bad)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"poisson_solve: tol must be finite"):
+            gpudp.poisson_solve(b, grid, tol=bad)
+    for bad in (np.nan, np.inf, -np.inf):
+        nb = b.copy()
+        nb[1, 2] = bad
+        with pytest.raises(ValueError, match=r"poisson_solve: b contains non-finite values \(NaN or inf\)"):
+            gpudp.poisson_solve(nb, grid)
+    nb = np.ones((3, 4, 3))
+    nb[2, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"batch items \[2\]"):
+        gpudp.poisson_solve(nb, grid)
+    with pytest.raises(gpudp.ShapeError, match=r"poisson_solve: b has shape \(3, 4\); expected a cell-centred "
+                                              r"field of shape \(4, 3\) or \(B, \*\(4, 3\)\)"):
+        gpudp.poisson_solve(np.ones((3, 4)), grid)
+    with pytest.raises(gpudp.ShapeError, match=r"poisson_solve: x0 has shape \(2, 4, 3\); expected the shape "
+                                              r"of b, \(4, 3\)"):
+        gpudp.poisson_solve(b, grid, x0=np.zeros((2, 4, 3)))
+    with pytest.raises(TypeError, match=r"dtype mismatch: b is float64 but x0 is float32"):
+        gpudp.poisson_solve(b, grid, x0=np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"poisson_solve: x0 contains non-finite values"):
+        gpudp.poisson_solve(b, grid, x0=np.full((4, 3), np.nan))
+    with pytest.raises(ValueError, match=r"preconditioner must be None or 'jacobi', got 'ilu'"):
+        gpudp.poisson_solve(b, grid, preconditioner="ilu")
+    with pytest.raises(ValueError, match=r"poisson_solve: maxiter must be an int >= 1, got 0"):
+        gpudp.poisson_solve(b, grid, maxiter=0)
+    with pytest.raises(ValueError, match=r"check_every must be an int >= 1"):
+        gpudp.poisson_solve(b, grid, check_every=0)
+    with pytest.raises(TypeError, match=r"poisson_solve: b has dtype int64"):
+        gpudp.poisson_solve(np.ones((4, 3), np.int64), grid)
+    assert gpudp.poisson_solve(b, grid, preconditioner="none").shape == (4, 3)

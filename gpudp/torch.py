@@ -38,7 +38,8 @@ import torch
 from . import arrays
 from .backends import get_backend, use_backend
 from .errors import BackendError
-from .tape import Operator, Tape, Tensor
+from ._interop import Recording, flatten, is_array_leaf
+from .tape import Tensor
 
 __all__ = ["wrap", "from_torch", "to_torch"]
 
@@ -139,63 +140,7 @@ def _on_torch_stream(backend, device):
         backend.synchronize()
 
 
-# -- pytrees of tuples, lists and dicts ------------------------------------------------------------------------
-
-def _flatten(tree):
-    """``(leaves, rebuild)``: the leaves of nested tuples, lists and dicts, and a function rebuilding the
-    structure from a list of new leaves."""
-    if isinstance(tree, (tuple, list)):
-        parts = [_flatten(x) for x in tree]
-        kind = type(tree)
-    elif isinstance(tree, dict):
-        keys = list(tree)
-        parts = [_flatten(tree[k]) for k in keys]
-        kind = None
-    else:
-        return [tree], lambda leaves: leaves[0]
-    leaves, sizes = [], []
-    for sub, _ in parts:
-        leaves.extend(sub)
-        sizes.append(len(sub))
-
-    def rebuild(new):
-        out, pos = [], 0
-        for (_, sub_rebuild), n in zip(parts, sizes):
-            out.append(sub_rebuild(new[pos:pos + n]))
-            pos += n
-        if kind is None:
-            return dict(zip(keys, out))
-        if kind is tuple or kind is list:
-            return kind(out)
-        return kind(*out)  # namedtuple
-    return leaves, rebuild
-
-
 # -- the autograd.Function -------------------------------------------------------------------------------------
-
-class _Join(Operator):
-    """Joins a function's differentiable outputs into one scalar node, so that one reverse sweep of the tape
-    carries PyTorch's gradients for all outputs at once: its backward returns those gradients unchanged."""
-
-    @staticmethod
-    def forward(ctx, *outputs, holder):
-        ctx.holder = holder
-        return arrays.apply(lambda xp, a: xp.zeros((), dtype=a.dtype), outputs[0])
-
-    @staticmethod
-    def backward(ctx, g):
-        return tuple(ctx.holder.seeds)
-
-
-class _Call:
-    """One call of a wrapped function: the function, its argument leaves and, after the forward pass, how
-    to rebuild its result."""
-
-    def __init__(self, fn, leaves, rebuild, tensor_pos):
-        self.fn, self.leaves, self.rebuild, self.tensor_pos = fn, leaves, rebuild, tensor_pos
-        self.seeds = ()
-        self.result_leaves = self.result_rebuild = self.array_pos = None
-
 
 def _common_device(tensors, backend):
     device = None
@@ -216,6 +161,7 @@ class _GpudpFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, call, *tensors):
+        fn, leaves, rebuild, tensor_pos = call["fn"], call["leaves"], call["rebuild"], call["tensor_pos"]
         backend = get_backend()
         device = _common_device(tensors, backend)
         needs = ctx.needs_input_grad[1:]
@@ -225,81 +171,55 @@ class _GpudpFunction(torch.autograd.Function):
             for i, (t, need) in enumerate(zip(tensors, needs)):
                 a = from_torch(t, backend, what=f"tensor argument {i}")
                 inputs.append(Tensor(a, requires_grad=bool(need) and a.dtype.kind == "f"))
-            leaves = list(call.leaves)
-            for pos, x in zip(call.tensor_pos, inputs):
+            leaves = list(leaves)
+            for pos, x in zip(tensor_pos, inputs):
                 leaves[pos] = x
-            args, kwargs = call.rebuild(leaves)
-            call.leaves = None
-            tape = None
-            if any(x.requires_grad for x in inputs):
-                with Tape() as tape:
-                    result = call.fn(*args, **kwargs)
-                    out_leaves, out_rebuild = _flatten(result)
-                    diff = [o for o in out_leaves if isinstance(o, Tensor) and o.requires_grad]
-                    join = _Join.apply(*diff, holder=call) if diff else None
-            else:
-                result = call.fn(*args, **kwargs)
-                out_leaves, out_rebuild = _flatten(result)
-                diff = []
-
-            array_pos = [i for i, o in enumerate(out_leaves) if isinstance(o, Tensor) or arrays.is_array(o)]
+            args, kwargs = rebuild(leaves)
+            rec = Recording(fn, args, kwargs, record=any(x.requires_grad for x in inputs))
+            array_pos = [i for i, o in enumerate(rec.leaves) if is_array_leaf(o)]
             if not array_pos:
-                raise TypeError(f"gpudp.torch.wrap: {getattr(call.fn, '__name__', 'fn')} returned no gpudp "
-                                f"Tensor or array (got {type(result).__name__})")
+                raise TypeError(f"gpudp.torch.wrap: {getattr(fn, '__name__', 'fn')} returned no gpudp Tensor "
+                                f"or array (got {type(rec.result).__name__})")
             in_arrays = [x.data for x in inputs]
-            outs, seed_index = [], []
-            diff_ids = {id(o): k for k, o in enumerate(diff)}
+            outs = []
             for i in array_pos:
-                o = out_leaves[i]
+                o = rec.leaves[i]
                 a = o.data if isinstance(o, Tensor) else o
                 if _shares_memory(a, in_arrays):
                     a = arrays.copy(a)  # a torch output must not alias a torch input behind autograd's back
                 outs.append(to_torch(a, device))
-                seed_index.append(diff_ids.get(id(o)))
 
-        call.result_leaves, call.result_rebuild, call.array_pos = out_leaves, out_rebuild, array_pos
-        for t, k in zip(outs, seed_index):
-            if k is None or not t.is_floating_point():
+        for t, i in zip(outs, array_pos):
+            if rec.diff_index[i] is None or not t.is_floating_point():
                 ctx.mark_non_differentiable(t)
         # torch checks these for in-place changes before backward (gpudp's tape may hold views of them)
         ctx.save_for_backward(*tensors, *outs)
-        ctx.gpudp = (backend, device, tape, join if tape is not None else None, inputs, diff, seed_index, call)
+        ctx.gpudp = (backend, device, rec, inputs, array_pos)
+        call["result"] = (rec.leaves, rec.rebuild, array_pos)
         return tuple(outs)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, *grads):
-        ctx.saved_tensors  # noqa: B018  (raises if an input or output was modified in place)
-        backend, device, tape, join, inputs, diff, seed_index, call = ctx.gpudp
+        saved = ctx.saved_tensors  # raises if an input or output was modified in place since the forward pass
+        backend, device, rec, inputs, array_pos = ctx.gpudp
         needs = ctx.needs_input_grad[1:]
-        none = (None,) * (1 + len(inputs))
-        sources = [x for x, need in zip(inputs, needs) if need and x.requires_grad]
-        if tape is None or not sources or all(g is None for g in grads):
-            return none
+        wanted = [k for k, (x, need) in enumerate(zip(inputs, needs)) if need and x.requires_grad]
+        result = [None] * (1 + len(inputs))
+        if rec.tape is None or not wanted or all(g is None for g in grads):
+            return tuple(result)
         with _on_torch_stream(backend, device), use_backend(backend.name):
-            seeds = [None] * len(diff)
-            for g, k in zip(grads, seed_index):
-                if k is not None and g is not None:
-                    a = from_torch(g, backend, what="output gradient")
-                    if a.dtype != diff[k].dtype:
-                        a = a.astype(diff[k].dtype)
-                    seeds[k] = a
-            call.seeds = seeds
-            try:
-                g_in = tape.gradient(join, sources, retain=True)
-            finally:
-                call.seeds = ()
-            result = [None]
-            it = iter(g_in)
-            for t, x, need in zip(ctx.saved_tensors, inputs, needs):
-                if not (need and x.requires_grad):
-                    result.append(None)
+            seeds = {i: None if g is None else from_torch(g, backend, what="output gradient")
+                     for i, g in zip(array_pos, grads)}
+            g_in = rec.gradient(seeds, [inputs[k] for k in wanted])
+            seed_arrays = [s for s in seeds.values() if s is not None]
+            for k, g in zip(wanted, g_in):
+                if g is None:
                     continue
-                g = next(it)
-                if _shares_memory(g, [s for s in seeds if s is not None]):
-                    g = arrays.copy(g)
+                if _shares_memory(g, seed_arrays):
+                    g = arrays.copy(g)  # PyTorch may accumulate into a gradient in place
                 gt = to_torch(g, device)
-                result.append(gt if gt.dtype == t.dtype else gt.to(t.dtype))
+                result[1 + k] = gt if gt.dtype == saved[k].dtype else gt.to(saved[k].dtype)
         return tuple(result)
 
 
@@ -321,13 +241,14 @@ def wrap(fn):
     """
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
-        leaves, rebuild = _flatten((args, kwargs))
+        leaves, rebuild = flatten((args, kwargs))
         tensor_pos = [i for i, x in enumerate(leaves) if isinstance(x, torch.Tensor)]
-        call = _Call(fn, leaves, rebuild, tensor_pos)
+        call = {"fn": fn, "leaves": leaves, "rebuild": rebuild, "tensor_pos": tensor_pos}
         outs = _GpudpFunction.apply(call, *[leaves[i] for i in tensor_pos])
-        result = list(call.result_leaves)
-        for i, t in zip(call.array_pos, outs):
-            result[i] = t
-        return call.result_rebuild(result)
+        result_leaves, result_rebuild, array_pos = call.pop("result")
+        result_leaves = list(result_leaves)
+        for i, t in zip(array_pos, outs):
+            result_leaves[i] = t
+        return result_rebuild(result_leaves)
 
     return wrapped

@@ -31,9 +31,9 @@ __device__ __forceinline__ void advect_forward_impl(
     const T c[3] = {c0, c1, c2};
     const gpudp_idx total = (gpudp_idx)Bu * F * g.N;
     for (gpudp_idx idx = thread_start(); idx < total; idx += thread_stride()) {
-        const gpudp_idx cell = idx % g.N;
-        const gpudp_idx field = idx / g.N;          // b * F + f
-        const gpudp_idx b = field / F;
+        gpudp_idx field, cell, b, f;
+        divmod(idx, g.N, field, cell);              // field = b * F + f
+        divmod(field, F, b, f);
         const T* fs = src + field * g.N;            // this field
         const T* ub = u + b * ndim * g.N;           // this velocity field
         gpudp_idx pos[3];
@@ -87,9 +87,9 @@ __device__ __forceinline__ void advect_adjoint_d_impl(
     const T c[3] = {c0, c1, c2};
     const gpudp_idx total = (gpudp_idx)Bu * F * g.N;
     for (gpudp_idx idx = thread_start(); idx < total; idx += thread_stride()) {
-        const gpudp_idx cell = idx % g.N;
-        const gpudp_idx field = idx / g.N;
-        const gpudp_idx b = field / F;
+        gpudp_idx field, cell, b, f;
+        divmod(idx, g.N, field, cell);
+        divmod(field, F, b, f);
         gpudp_idx pos[3];
         cell_coords(g, cell, pos);
         gout[idx] = adjoint_d_value(gin + field * g.N, u + b * ndim * g.N, g, c, cell, pos);
@@ -108,8 +108,8 @@ __device__ __forceinline__ void advect_adjoint_du_impl(
     const T c[3] = {c0, c1, c2};
     const gpudp_idx total = (gpudp_idx)Bu * g.N;
     for (gpudp_idx idx = thread_start(); idx < total; idx += thread_stride()) {
-        const gpudp_idx cell = idx % g.N;
-        const gpudp_idx b = idx / g.N;
+        gpudp_idx b, cell;
+        divmod(idx, g.N, b, cell);
         const T* ub = u + b * ndim * g.N;
         T* gub = gu + b * ndim * g.N;
         gpudp_idx pos[3];

@@ -43,10 +43,9 @@ struct FaceLine {
 __device__ __forceinline__ FaceLine face_line(const Geom& g, int axis, gpudp_idx f)
 {
     const gpudp_idx m1 = face_extent(g, axis, 1), m2 = face_extent(g, axis, 2);
-    gpudp_idx c2 = f % m2;
-    const gpudp_idx r = f / m2;
-    gpudp_idx c1 = r % m1;
-    gpudp_idx c0 = r / m1;
+    gpudp_idx r, c0, c1, c2;
+    divmod(f, m2, r, c2);
+    divmod(r, m1, c0, c1);
     FaceLine fl;
     if (axis == 0) { fl.j = c0; c0 = 0; fl.n = g.n[0]; fl.s = g.s[0]; fl.bc = g.bc[0]; }
     else if (axis == 1) { fl.j = c1; c1 = 0; fl.n = g.n[1]; fl.s = g.s[1]; fl.bc = g.bc[1]; }
@@ -68,8 +67,9 @@ __device__ __forceinline__ void stag_gradient_impl(const T* __restrict__ p, T* _
     const gpudp_idx M = face_count(g, axis);
     const gpudp_idx total = (gpudp_idx)B * M;
     for (gpudp_idx idx = thread_start(); idx < total; idx += thread_stride()) {
-        const gpudp_idx b = idx / M;
-        const FaceLine fl = face_line(g, axis, idx % M);
+        gpudp_idx b, f;
+        divmod(idx, M, b, f);
+        const FaceLine fl = face_line(g, axis, f);
         const T* pl = p + b * g.N + fl.line;
         const gpudp_idx j = fl.j;
         T val;
@@ -95,8 +95,9 @@ __device__ __forceinline__ void stag_divergence_adjoint_impl(const T* __restrict
     const gpudp_idx M = face_count(g, axis);
     const gpudp_idx total = (gpudp_idx)B * M;
     for (gpudp_idx idx = thread_start(); idx < total; idx += thread_stride()) {
-        const gpudp_idx b = idx / M;
-        const FaceLine fl = face_line(g, axis, idx % M);
+        gpudp_idx b, f;
+        divmod(idx, M, b, f);
+        const FaceLine fl = face_line(g, axis, f);
         const T* gl = gc + b * g.N + fl.line;
         const gpudp_idx j = fl.j;
         T val;
@@ -122,8 +123,8 @@ __device__ __forceinline__ void stag_divergence_impl(const T* __restrict__ f0, c
     const T inv[3] = {inv0, inv1, inv2};
     const gpudp_idx total = (gpudp_idx)B * g.N;
     for (gpudp_idx idx = thread_start(); idx < total; idx += thread_stride()) {
-        const gpudp_idx b = idx / g.N;
-        const gpudp_idx cell = idx % g.N;
+        gpudp_idx b, cell;
+        divmod(idx, g.N, b, cell);
         gpudp_idx c[3];
         cell_coords(g, cell, c);
         T acc = T(0);
@@ -150,8 +151,8 @@ __device__ __forceinline__ void stag_gradient_adjoint_impl(const T* __restrict__
     const T inv[3] = {inv0, inv1, inv2};
     const gpudp_idx total = (gpudp_idx)B * g.N;
     for (gpudp_idx idx = thread_start(); idx < total; idx += thread_stride()) {
-        const gpudp_idx b = idx / g.N;
-        const gpudp_idx cell = idx % g.N;
+        gpudp_idx b, cell;
+        divmod(idx, g.N, b, cell);
         gpudp_idx c[3];
         cell_coords(g, cell, c);
         T acc = T(0);
@@ -180,8 +181,8 @@ __device__ __forceinline__ void laplace_impl(const T* __restrict__ p, T* __restr
     const T inv[3] = {inv0, inv1, inv2};
     const gpudp_idx total = (gpudp_idx)B * g.N;
     for (gpudp_idx idx = thread_start(); idx < total; idx += thread_stride()) {
-        const gpudp_idx b = idx / g.N;
-        const gpudp_idx cell = idx % g.N;
+        gpudp_idx b, cell;
+        divmod(idx, g.N, b, cell);
         const T* pb = p + b * g.N;
         gpudp_idx c[3];
         cell_coords(g, cell, c);

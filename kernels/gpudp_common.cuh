@@ -42,13 +42,26 @@ __device__ __forceinline__ Geom make_geom(int n0, int n1, int n2, int ndim, int 
     return g;
 }
 
+// q = a / b, r = a % b for 0 <= a, 0 < b; 32-bit division when both fit (GPUs emulate 64-bit division).
+__device__ __forceinline__ void divmod(gpudp_idx a, gpudp_idx b, gpudp_idx& q, gpudp_idx& r)
+{
+    if ((((unsigned long long)a | (unsigned long long)b) >> 32) == 0) {
+        const unsigned ua = (unsigned)a, ub = (unsigned)b;
+        const unsigned uq = ua / ub;
+        q = uq;
+        r = ua - uq * ub;
+    } else {
+        q = a / b;
+        r = a - q * b;
+    }
+}
+
 // Position of ``cell`` (0 <= cell < N) along the three padded axes.
 __device__ __forceinline__ void cell_coords(const Geom& g, gpudp_idx cell, gpudp_idx c[3])
 {
-    c[2] = cell % g.n[2];
-    gpudp_idx r = cell / g.n[2];
-    c[1] = r % g.n[1];
-    c[0] = r / g.n[1];
+    gpudp_idx r;
+    divmod(cell, g.n[2], r, c[2]);
+    divmod(r, g.n[1], c[0], c[1]);
 }
 
 // Cell one step up (+e_a) from ``cell`` at position ``i`` along axis ``a``; -1 outside a non-periodic domain.

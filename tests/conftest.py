@@ -2,14 +2,20 @@
 
 ``backend``: parametrised over the backends. ``cpu`` always runs; ``numba-cuda`` is marked ``cudasim`` (it runs
 under ``NUMBA_ENABLE_CUDASIM=1`` or on a GPU); ``cupy`` is marked ``gpu``. A backend that cannot run here is
-skipped with the reason :func:`gpudp.available_backends` gives, so the plain run skips nothing silently.
+skipped with the reason :func:`gpudp.available_backends` gives, so the plain run skips nothing silently;
+a backend named in ``GPUDP_REQUIRE_BACKENDS`` fails instead of skipping.
 Tests that do not ask for ``backend`` run on the ``cpu`` backend whatever ``auto`` would pick.
 """
+import os
+
 import numpy as np
 import pytest
 
 import gpudp
 from gpudp import arrays as _arrays
+
+#: Backends that must run rather than skip (comma-separated names), e.g. ``numba-cuda`` in CI's simulator run.
+REQUIRED_BACKENDS = {n.strip() for n in os.environ.get("GPUDP_REQUIRE_BACKENDS", "").split(",") if n.strip()}
 
 BACKEND_PARAMS = [
     pytest.param("cpu", id="cpu"),
@@ -59,6 +65,8 @@ def backend(request):
     name = request.param
     info = gpudp.available_backends()[name]
     if not info.available:
+        if name in REQUIRED_BACKENDS:
+            pytest.fail(f"backend {name!r} is required (GPUDP_REQUIRE_BACKENDS) but unavailable: {info.reason}")
         pytest.skip(f"backend {name!r} is not available here: {info.reason}")
     with gpudp.use_backend(name) as impl:
         yield BackendHarness(name, impl)

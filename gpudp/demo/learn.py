@@ -50,6 +50,7 @@ class Config:
     eval_every: int = 100
     seed: int = 0
     dtype: str = "float32"
+    torch_threads: int = 1        # see run()
 
 
 # -- the problem family ------------------------------------------------------------------------------------
@@ -160,14 +161,14 @@ def train(cfg, grid, train_set, test_set, quiet=False):
             sched.step()
             t_train += time.perf_counter() - t0
             history["step"].append(it)
-            history["train"].append(float(loss))
+            history["train"].append(loss.item())
             if it % cfg.eval_every == 0 or it == cfg.train_steps:
                 with torch.no_grad():
                     u_test = net(d0_test, tgt_test).numpy()
                 test = float(rollout_losses(cfg, grid, test_set[0], u_test, test_set[2]).mean())
                 history["eval_step"].append(it)
                 history["test"].append(test)
-            bar.update(loss=float(loss))
+            bar.update(loss=history["train"][-1])
     return net, history, t_train / cfg.train_steps
 
 
@@ -181,8 +182,10 @@ def run(out_dir, quiet=False, config=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     threads = torch.get_num_threads()
-    # the network's tensors are small: PyTorch's threads beyond the cores only add contention with gpudp
-    torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
+    # The network's tensors are small (a minibatch of 64 fields of 128 cells): a second intra-op thread gains
+    # little there, and PyTorch's spin-waiting OpenMP threads compete with Numba's threads and with anything
+    # else running on a 2-core machine (a step ran many times slower with 2 threads on a loaded machine).
+    torch.set_num_threads(max(1, min(cfg.torch_threads, os.cpu_count() or 1)))
     try:
         return _run(cfg, out_dir, quiet, t_start)
     finally:

@@ -113,7 +113,7 @@ inline void gpudp_emu_trampoline()
 inline void gpudp_emu_prepare(GpudpEmuFiber& f)
 {
     f.done = false;
-    f.stack.resize(1 << 16);
+    if (f.stack.empty()) f.stack.resize(1 << 16);
 #ifdef GPUDP_EMU_ASM_SWITCH
     // A fresh stack as gpudp_emu_switch leaves it: six saved registers, then the address `ret` jumps to, then a
     // fake return address, so that the entry sees the stack alignment of a normal call.
@@ -172,7 +172,8 @@ void gpudp_emu_run(void (*k)(A...), dim3 grid, dim3 block, void** args, int fibe
     blockDim = block;
     GpudpEmuLaunch<A...> launch{k, args};
     const unsigned nt = block.x * block.y * block.z;
-    std::vector<GpudpEmuFiber> fs(fibers ? nt : 0);
+    static std::vector<GpudpEmuFiber> fs;   // fibers and their stacks are kept from launch to launch
+    if (fibers && fs.size() < nt) fs.resize(nt);
     for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
     for (unsigned bx = 0; bx < grid.x; ++bx) {

@@ -5,6 +5,11 @@ threads, ``__shared__`` and ``__syncthreads``) into a shared library; :class:`Em
 backend with NumPy arrays and this library in place of CuPy and NVRTC, so the backend's own launch wrappers
 (grids, argument lists, ping-pong loops, the CG driver) run unchanged. Every launch checks its arguments against
 the kernel's C signature (count, pointer vs. scalar, int32/int64/float32/float64) and CUDA's grid limits.
+Blocks have ``block`` threads (default 32, to keep the fibers cheap; the kernels are written for any power of
+two, and the GPU uses 256).
+
+Out-of-bounds accesses: ``GPUDP_EMU_SANITIZE=1`` builds with AddressSanitizer and UBSan; run Python with
+``LD_PRELOAD=$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0`` so NumPy's buffers get red zones.
 
 What it cannot show: timing, races between blocks (blocks run one after another), memory coalescing, NVRTC
 specifics (compile those with ``gpudp.backends.cupy_backend.compile_check``).
@@ -44,7 +49,9 @@ def compiler():
 class Emulator:
     """The kernels of ``kernel_dir`` compiled for the host (cached by content under the temp folder)."""
 
-    def __init__(self, kernel_dir=None, block=32, sanitize=False):
+    def __init__(self, kernel_dir=None, block=32, sanitize=None):
+        if sanitize is None:   # GPUDP_EMU_SANITIZE=1: an ASan + UBSan build (run Python with libasan preloaded)
+            sanitize = os.environ.get("GPUDP_EMU_SANITIZE", "0") not in ("", "0")
         cxx = compiler()
         if cxx is None:
             raise RuntimeError("no host C++ compiler (g++/c++) for the CUDA host emulator")
@@ -57,7 +64,7 @@ class Emulator:
             pre = subprocess.run(base + ["-E", "-P", str(src)], capture_output=True, text=True)
             if pre.returncode != 0:
                 raise RuntimeError(f"preprocessing {src.name} for the host emulator failed:\n{pre.stderr}")
-            names += _KERNEL_NAME.findall(pre.stdout)
+            names += [n for n in _KERNEL_NAME.findall(pre.stdout) if not n.startswith("gpudp_emu_")]
         lines = [f'#include "{SHIM}"'] + [f'#include "{s}"' for s in sources]
         lines.append('extern "C" int gpudp_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, '
                      'unsigned bx, unsigned by, unsigned bz, void** args, int fibers) {\n  try {')
@@ -147,7 +154,7 @@ class _NumpyAsCupy:
 class EmulatedCupyBackend(CupyBackend):
     """The cupy backend's wrappers and kernels on NumPy arrays, kernels run by :class:`Emulator`."""
 
-    def __init__(self, emulator=None):  # noqa: super().__init__ needs CuPy and a device
+    def __init__(self, emulator=None):   # not CupyBackend.__init__, which needs CuPy and a device
         self.emulator = emulator or Emulator()
         self.xp = np
         self.cp = _NumpyAsCupy()

@@ -76,6 +76,16 @@ def _neighbour_rows(i, n, stride, bc):
     return up, lo, bc == 0 or (0 < i and i + 1 < n)
 
 
+@njit(inline="always")
+def _row_position(r, n0, n1):
+    """``(i0, i1, k)`` of row ``r = (k n0 + i0) n1 + i1`` (no integer divisions on 1-D grids)."""
+    if n0 == 1 and n1 == 1:
+        return 0, 0, r
+    i1 = r % n1
+    q = r // n1
+    return q % n0, i1, q // n0
+
+
 # -- forward ------------------------------------------------------------------------------------------------
 
 @njit(inline="always")
@@ -99,12 +109,10 @@ def _forward_cell(src, dst, u, base, ucell, i0, i1, i2, n0, n1, n2, ndim, c0, c1
 def _forward_row(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2):
     """Row ``r = ((b F + f) n0 + i0) n1 + i1`` of one forward step."""
     N = n0 * n1 * n2
-    i1 = r % n1
-    i0 = (r // n1) % n0
-    bf = r // (n0 * n1)
+    i0, i1, bf = _row_position(r, n0, n1)
     row = (i0 * n1 + i1) * n2
     base = bf * N + row
-    ub = (bf // F) * ndim * N + row
+    ub = (bf // F if F > 1 else bf) * ndim * N + row
     up0, lo0, ok0 = _neighbour_rows(i0, n0, n1 * n2, b0)
     up1, lo1, ok1 = _neighbour_rows(i1, n1, n2, b1)
     if not (ok0 and ok1 and n2 >= 3):
@@ -324,9 +332,7 @@ def _adjoint_row(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, 
 
     ``r`` indexes rows of one velocity field: r = (b * n0 + i0) * n1 + i1."""
     N = n0 * n1 * n2
-    i1 = r % n1
-    i0 = (r // n1) % n0
-    b = r // (n0 * n1)
+    i0, i1, b = _row_position(r, n0, n1)
     row = (i0 * n1 + i1) * n2
     ub = b * ndim * N + row
     up0, lo0, ok0 = _neighbour_rows(i0, n0, n1 * n2, b0)
@@ -392,10 +398,11 @@ def _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1,
 
 
 # Parallel drivers for large grids, serial ones (prange runs as range) for small ones.
-_forward_par = njit(parallel=True)(_forward_steps)
-_adjoint_par = njit(parallel=True)(_adjoint_steps)
-_forward_ser = njit(_forward_steps)
-_adjoint_ser = njit(_adjoint_steps)
+# cache=True: compiled code is kept on disk (__pycache__), so only the first process pays the compile time.
+_forward_par = njit(parallel=True, cache=True)(_forward_steps)
+_adjoint_par = njit(parallel=True, cache=True)(_adjoint_steps)
+_forward_ser = njit(cache=True)(_forward_steps)
+_adjoint_ser = njit(cache=True)(_adjoint_steps)
 
 
 def advect_forward(d, u, coef, bc, shape3, ndim, steps, save_states):

@@ -163,7 +163,7 @@ def _to_faces(p, out, B, a, n0, n1, n2, bc, c, transpose_div, chunk):
     divergence of ``p`` (``True``: dirichlet-style zero ghosts on every non-periodic boundary face, negated).
     """
     N = n0 * n1 * n2
-    m0, m1, m2, s_face, n = _face_dims(a, n0, n1, n2, bc)
+    m0, m1, m2, _, n = _face_dims(a, n0, n1, n2, bc)
     M = m0 * m1 * m2
     s = n1 * n2 if a == 0 else (n2 if a == 1 else 1)  # cell stride along a
     nch = (M + chunk - 1) // chunk

@@ -18,7 +18,8 @@ class CupyBackend(Backend):
     """Backend on ``cupy.ndarray``.
 
     ``launches`` counts kernel launches by kernel name (``advect_forward``, ``advect_adjoint_d``,
-    ``advect_adjoint_du``, ``stag_divergence``, ``cg_apply``, ...); tests use it to see which kernels ran.
+    ``advect_adjoint_du``, ``stag_divergence``, ``cg_apply``, ...) and Poisson solves (``cg_solve``); tests use
+    it to see which kernels ran.
 
     Arrays of other kinds given to :meth:`asarray` are moved: NumPy arrays (and anything NumPy accepts) are
     copied to the device; arrays exposing ``__cuda_array_interface__`` (e.g. Numba device arrays) are wrapped
@@ -114,5 +115,6 @@ class CupyBackend(Backend):
         return difference.laplace(self, p, inv_dx, bc, shape3, ndim)
 
     def cg_solve(self, b, x0, inv_dx, bc, shape3, ndim, tol, maxiter, singular, preconditioner, check_every):
+        self.launches["cg_solve"] += 1   # solves (each is many cg_* launches)
         return poisson.cg_solve(self, b, x0, inv_dx, bc, shape3, ndim, tol, maxiter, singular,
                                 preconditioner, check_every)

@@ -81,7 +81,7 @@ class NumbaCudaBackend(Backend):
                 return x
             x = x.copy_to_host()
         host = to_numpy(x) if is_array(x) else x
-        return cuda.to_device(np.ascontiguousarray(np.asarray(host, dtype=dtype)))
+        return cuda.to_device(np.asarray(host, dtype=dtype, order="C"))  # keeps 0-d arrays 0-d
 
     def to_numpy(self, x):
         if isinstance(x, np.ndarray):
@@ -109,7 +109,7 @@ class NumbaCudaBackend(Backend):
         if x.is_c_contiguous():
             return x
         # a strided Numba device array (e.g. a slice): a copy through host memory, glue code only
-        return cuda.to_device(np.ascontiguousarray(x.copy_to_host()))
+        return cuda.to_device(np.asarray(x.copy_to_host(), order="C"))
 
     def synchronize(self):
         if self._cp is not None:

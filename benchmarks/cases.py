@@ -201,14 +201,19 @@ class Case:
         return {}
 
     def diagnostics(self, cfg, backend, env, timer):
-        """Extra measurements that explain a result (``timer(fn, clock, sync)`` → Timing); a dict."""
+        """Extra measurements that explain a result (``timer(fn)`` → Timing); a dict."""
         return {}
+
+    def release(self):
+        """Drop what the case keeps between the implementations of one size."""
 
 
 # -- advection ------------------------------------------------------------------------------------------------
 
 
 class _AdvectBase(Case):
+    _sets, _sets_key = None, None
+
     def configs(self, kind, sizes):
         return [Config(f"{shape_label(s)} {dt}", tuple(s), dt) for s in size_table(sizes, kind)["advect"]
                 for dt in ("float32", "float64")]
@@ -220,14 +225,22 @@ class _AdvectBase(Case):
         return dt, tuple(dt for _ in range(D))
 
     def _host_sets(self, cfg, env, arrays_per_set):
-        """Host input sets ``(d, u, g)`` in the case's dtype, as many as the rotation needs."""
-        D = len(cfg.shape)
-        count = rotation_count(arrays_per_set * cfg.cells * cfg.itemsize, env.device, env.mem_budget)
-        rng = env.rng()
-        dt = np.dtype(cfg.dtype)
-        return [(rng.standard_normal(cfg.shape, dtype=dt),
-                 (2 * rng.random((D,) + cfg.shape, dtype=dt) - 1).astype(dt, copy=False),
-                 rng.standard_normal(cfg.shape, dtype=dt)) for _ in range(count)]
+        """Host input sets ``(d, u, g)`` in the case's dtype, as many as the rotation needs; the same sets for
+        every implementation of one size (kept until :meth:`release`)."""
+        key = (cfg.label, env.kind)
+        if self._sets_key != key:
+            self.release()
+            D = len(cfg.shape)
+            count = rotation_count(arrays_per_set * cfg.cells * cfg.itemsize, env.device, env.mem_budget)
+            rng = env.rng()
+            dt = np.dtype(cfg.dtype)
+            uniform = lambda shape: (2 * rng.random(shape, dtype=dt) - 1).astype(dt, copy=False)  # noqa: E731
+            self._sets = [(uniform(cfg.shape), uniform((D,) + cfg.shape), uniform(cfg.shape)) for _ in range(count)]
+            self._sets_key = key
+        return self._sets
+
+    def release(self):
+        self._sets, self._sets_key = None, None
 
 
 class AdvectForward(_AdvectBase):

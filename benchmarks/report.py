@@ -39,7 +39,7 @@ def finalize(records, probes):
         if r.get("status") != "ok":
             continue
         bw = probes.get(r["device_kind"], {}).get("gbps")
-        if bw:
+        if bw and r.get("gbps") is not None:
             r["pct_bw"] = 100.0 * r["gbps"] / bw
     for r in records:
         if r.get("role") != "gpudp" or r.get("status") != "ok":
@@ -133,7 +133,8 @@ def _rows(records):
             continue
         speed = ", ".join(f"{k} {v:.2f}×" for k, v in (r.get("speedup") or {}).items())
         rows.append([r["case"], r["config"], r["impl"], _ms(r["median_s"]), f"±{r['timing']['spread'] * 100:.0f}%",
-                     f"{r['gbps']:.2f}", f"{r['pct_bw']:.0f}%" if "pct_bw" in r else "",
+                     f"{r['gbps']:.2f}" if r.get("gbps") is not None else "",
+                     f"{r['pct_bw']:.0f}%" if "pct_bw" in r else "",
                      str(r["iterations"]) if r.get("iterations") else "",
                      _ms(r.get("time_per_iteration_s")) if r.get("iterations") else "", speed])
     return rows
@@ -176,7 +177,7 @@ def _device_lines(devices, probes):
                          f"{d.get('cuda_driver')}, CuPy {d.get('cupy')})")
         p = probes.get(kind)
         if p:
-            lines.append(f"  - copy bandwidth (read + write, {p['start']['bytes'] / 2**30:.1f} GiB moved per copy): "
+            lines.append(f"  - copy bandwidth (read + write, {p['start']['bytes'] / 2**20:.0f} MiB moved per copy): "
                          f"{p['start']['gbps']:.1f} GB/s at the start, {p['end']['gbps']:.1f} GB/s at the end "
                          f"(best method {p['start']['method']}); percentages use the larger, {p['gbps']:.1f} GB/s")
     return lines

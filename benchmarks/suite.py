@@ -78,14 +78,17 @@ def measure(case, cfg, impl_name, role, factory, budget, env, log):
         log(f"  {impl_name:<16} {cfg.label:<40} ERROR {type(exc).__name__}: {exc}")
         return rec
     its = impl.iterations() if callable(impl.iterations) else impl.iterations
+    # a solve whose iteration count is unknown (JAX's cg does not report it) has no byte count
+    nbytes = None if case.solve and not its else case.bytes(cfg, its)
     rec.update(timing=timing.as_dict(), median_s=timing.median, clock=impl.clock, iterations=its,
-               bytes=case.bytes(cfg, its), info=dict(impl.info), wall_s=time.perf_counter() - t0)
-    rec["gbps"] = rec["bytes"] / timing.median / 1e9
+               bytes=nbytes, info=dict(impl.info), wall_s=time.perf_counter() - t0)
+    rec["gbps"] = nbytes / timing.median / 1e9 if nbytes else None
     if its:
         rec["time_per_iteration_s"] = timing.median / its
     extra = f"  {its} it, {timing.median / its * 1e3:.3f} ms/it" if its else ""
+    rate = f"{rec['gbps']:7.2f} GB/s" if rec["gbps"] is not None else " " * 12
     log(f"  {impl_name:<16} {cfg.label:<40} {timing.median * 1e3:10.3f} ms  ±{timing.spread * 100:4.1f}%  "
-        f"{rec['gbps']:7.2f} GB/s{extra}")
+        f"{rate}{extra}")
     return rec
 
 
@@ -140,15 +143,18 @@ def run(backend_names=None, case_names=None, sizes="default", smoke=False, with_
                                 rec["diagnostics"] = {"error": f"{type(exc).__name__}: {exc}"}
                     records.append(rec)
                     _free_memory(kind)
-                if not with_baselines:
-                    continue
-                for bl_name, factory in case.baselines(cfg, env).items():
-                    bl_budget = budget
-                    if case.solve and not smoke:
-                        bl_budget = JAX_SOLVE_BUDGET if bl_name == "jax" else BASELINE_SOLVE_BUDGET
-                    records.append(measure(case, cfg, bl_name, "baseline", factory, bl_budget, env, log))
-                    _free_memory(kind)
+                if with_baselines:
+                    for bl_name, factory in case.baselines(cfg, env).items():
+                        bl_budget = budget
+                        if case.solve and not smoke:
+                            bl_budget = JAX_SOLVE_BUDGET if bl_name == "jax" else BASELINE_SOLVE_BUDGET
+                        records.append(measure(case, cfg, bl_name, "baseline", factory, bl_budget, env, log))
+                        _free_memory(kind)
+                case.release()
+                _free_memory(kind)
         probes[kind]["end"] = copy_bandwidth(kind, probe_bytes)
+        if kind == "cpu":  # known once a parallel region has run
+            device["numba_threading_layer"] = cpu_device()["numba_threading_layer"]
         log(f"   copy bandwidth (end): {probes[kind]['end']['gbps']:.1f} GB/s")
         # the larger of the two probes is the reference: percentages err on the low side
         probes[kind]["gbps"] = max(probes[kind]["start"]["gbps"], probes[kind]["end"]["gbps"])

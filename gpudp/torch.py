@@ -18,10 +18,12 @@ sweep once for all outputs. Gradients flow torch → gpudp → torch, so a netwo
 Conversions share memory, nothing is copied when the layout allows it:
 
 - ``cpu`` backend: CPU tensors through NumPy (``Tensor.numpy()`` / ``torch.from_numpy``);
-- ``cupy`` backend: CUDA tensors through DLPack (``cupy.from_dlpack`` / ``torch.from_dlpack``). gpudp's
-  kernels are queued on PyTorch's current CUDA stream, so no synchronisation and no host round trip is needed;
-- ``numba-cuda`` backend: CUDA tensors through DLPack (or ``__cuda_array_interface__`` without CuPy). Numba
-  launches on its own stream, so the call waits for PyTorch's stream before and for the device after.
+- ``cupy`` backend, and ``numba-cuda`` where CuPy is usable: CUDA tensors through DLPack (``cupy.from_dlpack``
+  / ``torch.from_dlpack``). CuPy's current stream is set to PyTorch's current CUDA stream for the call, and
+  both backends queue their kernels on CuPy's current stream: gpudp's work is ordered with PyTorch's without
+  any synchronisation or host round trip;
+- ``numba-cuda`` without CuPy: CUDA tensors through ``__cuda_array_interface__``; the call waits for
+  PyTorch's stream before and for the device after.
 
 A tensor on the wrong device for the active backend (a CUDA tensor while the backend is ``cpu``, or the
 reverse) raises :class:`gpudp.BackendError`. This module imports PyTorch; ``import gpudp`` does not.
@@ -124,8 +126,8 @@ def _shares_memory(a, others):
 def _on_torch_stream(backend, device):
     """Run gpudp's kernels in order with PyTorch's work on ``device``.
 
-    CuPy launches on its current stream, so it is pointed at PyTorch's current stream. Numba kernels launch on
-    their own stream: wait for PyTorch's stream first and for the device afterwards."""
+    Backends with CuPy arrays launch on CuPy's current stream, so it is pointed at PyTorch's current stream.
+    Numba device arrays have no such stream: wait for PyTorch's stream first and for the device afterwards."""
     if not _is_gpu(backend) or device is None:
         yield
         return

@@ -35,6 +35,31 @@ class BackendHarness:
         #: True under Numba's CUDA simulator: keep grids small there.
         self.simulated = name == "numba-cuda" and "simulator" in info.device.lower()
 
+    def small(self, shape, cap=None):
+        """``shape`` with every axis capped at ``cap`` cells (default 3, in 3-D 2) under the CUDA simulator,
+        unchanged elsewhere."""
+        if not self.simulated:
+            return tuple(shape)
+        cap = cap or (2 if len(shape) == 3 else 3)
+        return tuple(min(n, cap) for n in shape)
+
+    def simulate_only(self, selected):
+        """Skip under the CUDA simulator unless ``selected``: slow tests run a representative subset there."""
+        if self.simulated and not selected:
+            pytest.skip("CUDA simulator: this test runs a representative subset of its cases there")
+
+    def count_calls(self, monkeypatch, method):
+        """Count the calls of one kernel method of this backend (e.g. ``"cg_solve"``): returns a list that
+        grows by one entry per call for the rest of the test."""
+        calls = []
+        original = getattr(self.impl, method)
+
+        def counted(*args, **kwargs):
+            calls.append(method)
+            return original(*args, **kwargs)
+        monkeypatch.setattr(self.impl, method, counted)
+        return calls
+
     def asarray(self, x, dtype=None):
         """A NumPy array (or list) as an array of this backend."""
         return gpudp.asarray(np.asarray(x) if not _arrays.is_array(x) else x, dtype=dtype)

@@ -250,7 +250,7 @@ def test_advect_inputs_are_not_modified(cb):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("shape,boundary", DIFF_CASES, ids=_ids(DIFF_CASES))
-def test_difference_operators_match_dense_matrices(cb, shape, boundary, dtype):
+def test_difference_operators_match_dense_matrices_and_cpu(cb, cpu, shape, boundary, dtype):
     spacing = tuple(0.5 + 0.25 * k for k in range(len(shape)))
     grid = gpudp.Grid(shape, spacing=spacing, boundary=boundary)
     args = kernel_args(grid)
@@ -277,6 +277,15 @@ def test_difference_operators_match_dense_matrices(cb, shape, boundary, dtype):
     _close(host(cb, cb.laplace(pd, *args)), p64 @ Lm.T, dtype, "laplace")
     _close(stacked(cb.stag_divergence_adjoint(pd, *args)), p64 @ Dm, dtype, "divergence adjoint")
     _close(host(cb, cb.stag_gradient_adjoint(faces, *args)), f64 @ Gm, dtype, "spatial_gradient adjoint")
+    # the cpu backend gives the same numbers
+    fc = tuple(host(cb, f) for f in faces)
+    pairs = [(cb.stag_divergence(faces, *args), cpu.stag_divergence(fc, *args)),
+             (cb.stag_gradient_adjoint(faces, *args), cpu.stag_gradient_adjoint(fc, *args)),
+             (cb.laplace(pd, *args), cpu.laplace(p, *args))]
+    pairs += list(zip(cb.stag_gradient(pd, *args), cpu.stag_gradient(p, *args)))
+    pairs += list(zip(cb.stag_divergence_adjoint(pd, *args), cpu.stag_divergence_adjoint(p, *args)))
+    for k, (got, want) in enumerate(pairs):
+        _close(host(cb, got), want, dtype, f"vs cpu backend, result {k}")
     # laplace = divergence(spatial_gradient) to rounding
     _close(host(cb, cb.stag_divergence(cb.stag_gradient(pd, *args), *args)), host(cb, cb.laplace(pd, *args)),
            dtype, "div(grad) vs laplace")

@@ -84,7 +84,7 @@ class Emulator:
         build.mkdir(exist_ok=True)
         lib = build / f"kernels-{digest}.so"
         if not lib.exists():
-            cpp = build / f"kernels-{digest}.cpp"
+            cpp = build / f"kernels-{digest}.{os.getpid()}.cpp"   # per process: parallel test runs
             cpp.write_text(text)
             flags = ["-O2"]
             if sanitize:   # ASan follows ucontext fibers, not the hand-written stack switch
@@ -95,6 +95,7 @@ class Emulator:
             if proc.returncode != 0:
                 raise RuntimeError(f"compiling the kernels for the host emulator failed:\n{proc.stderr}")
             os.replace(tmp, lib)
+            cpp.unlink()
         self.names = names
         self.block = int(block)
         self.lib = ctypes.CDLL(str(lib))

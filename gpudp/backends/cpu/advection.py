@@ -79,6 +79,7 @@ def _neighbour_rows(i, n, stride, bc):
 @njit(inline="always")
 def _row_position(r, n0, n1):
     """``(i0, i1, k)`` of row ``r = (k n0 + i0) n1 + i1`` (no integer divisions on 1-D grids)."""
+    r = np.int64(r)  # a prange index may be unsigned; mixed signed/unsigned arithmetic would give floats
     if n0 == 1 and n1 == 1:
         return 0, 0, r
     i1 = r % n1
@@ -284,28 +285,50 @@ def _adjoint_d_interior(gr, o, g, u, base, ub, N, n2, ndim, up0, lo0, up1, lo1, 
 
 
 @njit(inline="always")
+def _gu_terms_2d(i, gr, dr, wy, wz, dy_up, dy_lo, c1, c2):
+    gv = gr[i]
+    v = dr[i]
+    return (_gu_term(c1, gv, wy[i], dy_up[i], v, dy_lo[i]),
+            _gu_term(c2, gv, wz[i], dr[i + 1], v, dr[i - 1]))
+
+
+@njit(inline="always")
+def _gu_terms_3d(i, gr, dr, wx, wy, wz, dx_up, dx_lo, dy_up, dy_lo, c0, c1, c2):
+    gv = gr[i]
+    v = dr[i]
+    return (_gu_term(c0, gv, wx[i], dx_up[i], v, dx_lo[i]),
+            _gu_term(c1, gv, wy[i], dy_up[i], v, dy_lo[i]),
+            _gu_term(c2, gv, wz[i], dr[i + 1], v, dr[i - 1]))
+
+
+@njit(inline="always")
 def _adjoint_u_interior(gr, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up1, lo1, c0, c1, c2, assign):
-    """``gu`` on cells ``1 … n2−2`` of a fast row (one field), overwritten when ``assign`` else added to."""
+    """``gu`` on cells ``1 … n2−2`` of a fast row (one field), overwritten when ``assign`` else added to
+    (separate loops: the overwriting one never reads ``gu``)."""
     dr = d[base:base + n2]
     kz = ub + (ndim - 1) * N
     wz = u[kz:kz + n2]
     qz = gu[kz:kz + n2]
     if ndim == 1:
-        for i in range(1, n2 - 1):
-            tz = _gu_term(c2, gr[i], wz[i], dr[i + 1], dr[i], dr[i - 1])
-            qz[i] = tz if assign else qz[i] + tz
+        if assign:
+            for i in range(1, n2 - 1):
+                qz[i] = _gu_term(c2, gr[i], wz[i], dr[i + 1], dr[i], dr[i - 1])
+        else:
+            for i in range(1, n2 - 1):
+                qz[i] += _gu_term(c2, gr[i], wz[i], dr[i + 1], dr[i], dr[i - 1])
     elif ndim == 2:
         wy = u[ub:ub + n2]
         qy = gu[ub:ub + n2]
         dy_up = d[base + up1:base + up1 + n2]
         dy_lo = d[base + lo1:base + lo1 + n2]
-        for i in range(1, n2 - 1):
-            gv = gr[i]
-            v = dr[i]
-            ty = _gu_term(c1, gv, wy[i], dy_up[i], v, dy_lo[i])
-            tz = _gu_term(c2, gv, wz[i], dr[i + 1], v, dr[i - 1])
-            qy[i] = ty if assign else qy[i] + ty
-            qz[i] = tz if assign else qz[i] + tz
+        if assign:
+            for i in range(1, n2 - 1):
+                qy[i], qz[i] = _gu_terms_2d(i, gr, dr, wy, wz, dy_up, dy_lo, c1, c2)
+        else:
+            for i in range(1, n2 - 1):
+                ty, tz = _gu_terms_2d(i, gr, dr, wy, wz, dy_up, dy_lo, c1, c2)
+                qy[i] += ty
+                qz[i] += tz
     else:
         wx = u[ub:ub + n2]
         qx = gu[ub:ub + n2]
@@ -315,15 +338,15 @@ def _adjoint_u_interior(gr, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up1, lo1,
         dx_lo = d[base + lo0:base + lo0 + n2]
         dy_up = d[base + up1:base + up1 + n2]
         dy_lo = d[base + lo1:base + lo1 + n2]
-        for i in range(1, n2 - 1):
-            gv = gr[i]
-            v = dr[i]
-            tx = _gu_term(c0, gv, wx[i], dx_up[i], v, dx_lo[i])
-            ty = _gu_term(c1, gv, wy[i], dy_up[i], v, dy_lo[i])
-            tz = _gu_term(c2, gv, wz[i], dr[i + 1], v, dr[i - 1])
-            qx[i] = tx if assign else qx[i] + tx
-            qy[i] = ty if assign else qy[i] + ty
-            qz[i] = tz if assign else qz[i] + tz
+        if assign:
+            for i in range(1, n2 - 1):
+                qx[i], qy[i], qz[i] = _gu_terms_3d(i, gr, dr, wx, wy, wz, dx_up, dx_lo, dy_up, dy_lo, c0, c1, c2)
+        else:
+            for i in range(1, n2 - 1):
+                tx, ty, tz = _gu_terms_3d(i, gr, dr, wx, wy, wz, dx_up, dx_lo, dy_up, dy_lo, c0, c1, c2)
+                qx[i] += tx
+                qy[i] += ty
+                qz[i] += tz
 
 
 @njit(inline="always")

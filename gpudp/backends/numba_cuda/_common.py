@@ -17,13 +17,13 @@ SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 #: Threads per block (a power of two: the block reductions halve it). The simulator runs every thread as a
 #: Python thread, so there it gets few small blocks (still several, so grid-stride loops and multi-block
 #: partial sums are exercised).
-TPB = 16 if SIMULATOR else 256
+TPB = 8 if SIMULATOR else 256
 
 #: Block count cap of the elementwise kernels (they loop over the rest with a grid stride).
 MAX_BLOCKS = 4 if SIMULATOR else 1 << 16
 
 #: Cap of the per-system block count of the reduction kernels (bounds the size of the partial sums).
-MAX_REDUCE_BLOCKS = 4 if SIMULATOR else 1024
+MAX_REDUCE_BLOCKS = 2 if SIMULATOR else 1024
 
 
 def blocks_for(total):

@@ -207,6 +207,7 @@ def _figures(out_dir, problem, host, losses):
     ax.plot(np.arange(len(losses)), losses, "o-", ms=3)
     ax.set(xlabel="gradient-descent iteration", ylabel="loss  ½ Σ (project(u) − target)²",
            title=f"Pressure demo: loss (GD step {STEP:g}, CG tol {TOL:g})", ylim=(0, None))
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(True, alpha=0.3)
     paths["loss"] = str(out_dir / "pressure_loss.png")
     fig.savefig(paths["loss"], dpi=110)

@@ -98,14 +98,21 @@ def _face_dims(a, n0, n1, n2, bc):
 
 
 @njit(inline="always")
-def _faces_of(a, i0, i1, i2, n0, n1, n2, bc):
-    """Flat indices of the lower and upper ``a``-face of cell ``(i0, i1, i2)``."""
+def _face_difference(f, base, a, i0, i1, i2, n0, n1, n2, bc, skip_walls):
+    """``f`` at the upper minus ``f`` at the lower ``a``-face of cell ``(i0, i1, i2)`` (``base``: the
+    system's offset in ``f``); with ``skip_walls`` the faces on a neumann boundary count as 0."""
     m0, m1, m2, s, n = _face_dims(a, n0, n1, n2, bc)
-    lo = (i0 * m1 + i1) * m2 + i2
     i = i0 if a == 0 else (i1 if a == 1 else i2)
-    if bc != 0 or i + 1 < n:
-        return lo, lo + s
-    return lo, lo - (n - 1) * s
+    lo = (i0 * m1 + i1) * m2 + i2
+    up = lo + s if (bc != 0 or i + 1 < n) else lo - (n - 1) * s
+    flo = f[base + lo]
+    fup = f[base + up]
+    if skip_walls and bc == 2:
+        if i == 0:
+            flo = 0.0
+        if i == n - 1:
+            fup = 0.0
+    return fup - flo
 
 
 # -- cells ← faces ----------------------------------------------------------------------------------------
@@ -123,36 +130,11 @@ def _divergence(f0, f1, f2, out, B, n0, n1, n2, b0, b1, b2, c0, c1, c2, off, sig
         end = min(start + chunk, N)
         i0, i1, i2 = coords(start, n1, n2)
         for cell in range(start, end):
-            acc = 0.0
-            if off <= 0:
-                lo, up = _faces_of(0, i0, i1, i2, n0, n1, n2, b0)
-                flo = f0[b * M0 + lo]
-                fup = f0[b * M0 + up]
-                if sign_gradT and b0 == 2:
-                    if i0 == 0:
-                        flo = 0.0
-                    if i0 == n0 - 1:
-                        fup = 0.0
-                acc += c0 * (fup - flo)
+            acc = c2 * _face_difference(f2, b * M2, 2, i0, i1, i2, n0, n1, n2, b2, sign_gradT)
             if off <= 1:
-                lo, up = _faces_of(1, i0, i1, i2, n0, n1, n2, b1)
-                flo = f1[b * M1 + lo]
-                fup = f1[b * M1 + up]
-                if sign_gradT and b1 == 2:
-                    if i1 == 0:
-                        flo = 0.0
-                    if i1 == n1 - 1:
-                        fup = 0.0
-                acc += c1 * (fup - flo)
-            lo, up = _faces_of(2, i0, i1, i2, n0, n1, n2, b2)
-            flo = f2[b * M2 + lo]
-            fup = f2[b * M2 + up]
-            if sign_gradT and b2 == 2:
-                if i2 == 0:
-                    flo = 0.0
-                if i2 == n2 - 1:
-                    fup = 0.0
-            acc += c2 * (fup - flo)
+                acc += c1 * _face_difference(f1, b * M1, 1, i0, i1, i2, n0, n1, n2, b1, sign_gradT)
+            if off <= 0:
+                acc += c0 * _face_difference(f0, b * M0, 0, i0, i1, i2, n0, n1, n2, b0, sign_gradT)
             out[b * N + cell] = -acc if sign_gradT else acc
             i0, i1, i2 = advance(i0, i1, i2, n1, n2)
 

@@ -54,6 +54,16 @@ class Config:
     torch_threads: int = 1        # see run()
 
 
+# Problems per batched solver call outside the training steps (data generation, evaluation, gradient
+# descent): 128 fields of 128 cells stay below the size at which the cpu backend switches to its
+# multi-threaded kernels, so the demo compiles only one variant of the kernels (a minute less on a cold start).
+CHUNK = 128
+
+
+def _chunks(count):
+    return [slice(i, min(i + CHUNK, count)) for i in range(0, count, CHUNK)]
+
+
 # -- the problem family ------------------------------------------------------------------------------------
 
 def make_problems(cfg, count, rng, grid):
@@ -69,37 +79,43 @@ def make_problems(cfg, count, rng, grid):
         u = u + a * np.sin(2 * np.pi * k * x) + b * np.cos(2 * np.pi * k * x)
     dtype = np.dtype(cfg.dtype)
     d0, u = d0.astype(dtype), u[:, None, :].astype(dtype)
-    target = gpudp.to_numpy(gpudp.advect_upwind(gpudp.asarray(d0), gpudp.asarray(u), cfg.dt, grid, steps=cfg.steps))
-    return d0, u, np.ascontiguousarray(target)
+    target = np.concatenate([gpudp.to_numpy(gpudp.advect_upwind(gpudp.asarray(d0[c]), gpudp.asarray(u[c]), cfg.dt,
+                                                                grid, steps=cfg.steps)) for c in _chunks(count)])
+    return d0, u, target
 
 
 def rollout_losses(cfg, grid, d0, u, target):
-    """Per-problem ``l2_loss`` of the rollout of ``d0`` under ``u`` (one batched solver call)."""
-    d = gpudp.advect_upwind(gpudp.asarray(d0), gpudp.asarray(u), cfg.dt, grid, steps=cfg.steps)
-    return ((gpudp.to_numpy(d) - target).astype(np.float64) ** 2).sum(axis=1)
+    """Per-problem ``l2_loss`` of the rollout of ``d0`` under ``u`` (batched solver calls)."""
+    d = np.concatenate([gpudp.to_numpy(gpudp.advect_upwind(gpudp.asarray(d0[c]), gpudp.asarray(u[c]), cfg.dt, grid,
+                                                           steps=cfg.steps)) for c in _chunks(len(d0))])
+    return ((d - target).astype(np.float64) ** 2).sum(axis=1)
 
 
 def gradient_descent(cfg, grid, d0, target, calls, rate, u0=None, record=()):
     """Plain gradient descent on each problem's ``l2_loss`` from ``u0`` (default ``u = mean``): ``calls``
-    solver calls, each a rollout with its adjoint, batched over the problems (they are independent).
-    Returns ``(u, snapshots, history)``: the final ``u``, ``{c: u after c calls}`` for ``c`` in ``record`` and
-    the mean loss before each call."""
-    d0g, tg = gpudp.asarray(d0), gpudp.asarray(target)
-
-    def loss(u):
-        return gpudp.l2_loss(gpudp.advect_upwind(d0g, u, cfg.dt, grid, steps=cfg.steps), tg)
-
-    step = gpudp.value_and_grad(loss)
+    solver calls per problem, each a rollout with its adjoint, batched over the problems (they are
+    independent). Returns ``(u, snapshots, history)``: the final ``u``, ``{c: u after c calls}`` for ``c`` in
+    ``record`` and the mean loss before each call."""
     u = np.full((len(d0), 1, cfg.n), cfg.mean_velocity, dtype=d0.dtype) if u0 is None else u0.copy()
     umax = 0.9 * grid.spacing[0] / cfg.dt  # keep every iterate within the CFL limit
-    snapshots, history = {}, []
-    for c in range(1, calls + 1):
-        value, g = step(gpudp.asarray(u))
-        history.append(float(gpudp.to_numpy(value)) / len(d0))
-        u = np.clip(u - rate * gpudp.to_numpy(g), -umax, umax)
-        if c in record:
-            snapshots[c] = u.copy()
-    return u, snapshots, history
+    snapshots = {c: np.empty_like(u) for c in record}
+    history = np.zeros(calls)
+    for part in _chunks(len(d0)):
+        d0g, tg = gpudp.asarray(d0[part]), gpudp.asarray(target[part])
+
+        def loss(v):
+            return gpudp.l2_loss(gpudp.advect_upwind(d0g, v, cfg.dt, grid, steps=cfg.steps), tg)
+
+        step = gpudp.value_and_grad(loss)
+        v = u[part]
+        for c in range(1, calls + 1):
+            value, g = step(gpudp.asarray(v))
+            history[c - 1] += float(gpudp.to_numpy(value))
+            v = np.clip(v - rate * gpudp.to_numpy(g), -umax, umax)
+            if c in snapshots:
+                snapshots[c][part] = v
+        u[part] = v
+    return u, snapshots, list(history / len(d0))
 
 
 # -- the network -----------------------------------------------------------------------------------------

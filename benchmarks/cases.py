@@ -160,6 +160,14 @@ def _clock(backend):
     return "host" if backend.name == "cpu" else "cuda"
 
 
+def _require_jax(env):
+    """Raise :class:`Unavailable` with the reason when JAX cannot run on the device kind."""
+    dev, reason = B.jax_device(env.kind)
+    if dev is None:
+        raise Unavailable(reason)
+    return dev
+
+
 def _jax_impl(env, fn, args_sets, **info):
     """Time ``fn(*args)`` under JAX on the device kind, rotating the argument sets."""
     dev, reason = B.jax_device(env.kind)
@@ -274,6 +282,7 @@ class AdvectForward(_AdvectBase):
                         info={"input_sets": len(sets)})
 
         def jax_impl():
+            _require_jax(env)
             return _jax_impl(env, B.jax_advect(c), [(np.asarray(d, cfg.dtype), np.asarray(u, cfg.dtype))
                                                     for d, u, _ in self._host_sets(cfg, env, len(cfg.shape) + 2)])
 
@@ -315,6 +324,7 @@ class AdvectAdjoint(_AdvectBase):
                         info={"input_sets": len(sets)})
 
         def jax_impl():
+            _require_jax(env)
             return _jax_impl(env, B.jax_advect_vjp(c), [tuple(np.asarray(a, cfg.dtype) for a in s)
                                                        for s in self._host_sets(cfg, env, n)])
 
@@ -481,6 +491,7 @@ class PoissonSolve(Case):
             return _counted(lambda: B.poisson_xp(xp, b, bcs, POISSON_TOL, maxiter)[1], env.xp_clock(), env.xp_sync())
 
         def jax_impl():
+            _require_jax(env)
             fn, _ = B.jax_poisson(bcs, POISSON_TOL, maxiter)
             return _jax_impl(env, fn, [(np.asarray(self._rhs(cfg, env), cfg.dtype),)])
 
@@ -536,6 +547,7 @@ class CGIteration(Case):
                             env.xp_sync())
 
         def jax_impl():
+            _require_jax(env)
             fn, _ = B.jax_poisson(bcs, 0.0, n)
             impl = _jax_impl(env, fn, [(np.asarray(self._rhs(cfg, env), cfg.dtype),)])
             impl.iterations = n  # tol 0: JAX's cg runs maxiter iterations

@@ -25,6 +25,7 @@ Each case lists its implementations: gpudp on every backend asked for, and the b
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -672,6 +673,33 @@ class ProjectGradient(Case):
             return _jax_impl(env, fn, [(tuple(np.asarray(c, np.float64) for c in control),)])
 
         return {"numpy" if env.kind == "cpu" else "cupy": xp_impl, "jax": jax_impl}
+
+    def diagnostics(self, cfg, backend, env, timer):
+        """For the pressure demo: the time inside the backend's CG solves and outside them (the other operators,
+        the tape, the losses), averaged over a few calls."""
+        if not cfg.params["demo"]:
+            return {}
+        impl = self.gpudp_impl(cfg, backend, env)
+        inside = [0.0]
+        original = backend.cg_solve
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = original(*args, **kwargs)  # returns host scalars: the solve has finished
+            inside[0] += time.perf_counter() - t0
+            return out
+
+        calls = 3 if env.smoke else 20
+        backend.cg_solve = timed
+        try:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                impl.fn()
+            backend.synchronize()
+            total = (time.perf_counter() - t0) / calls
+        finally:
+            del backend.cg_solve
+        return {"solves_s": inside[0] / calls, "outside_solves_s": total - inside[0] / calls, "total_s": total}
 
 
 CASES = [AdvectForward(), AdvectAdjoint(), SeedGradient(), PoissonSolve(), CGIteration(), ProjectGradient()]

@@ -222,27 +222,36 @@ def slug(text):
 
 # -- bandwidth probe -----------------------------------------------------------------------------------------
 
-_parallel_copy = None
+_kernels = {}
 
 
-def _numba_copy():
-    global _parallel_copy
-    if _parallel_copy is None:
+def _numba_kernels():
+    """A parallel copy loop (which LLVM turns into ``memcpy``: streaming stores for large sizes) and a
+    three-read, one-write loop with ordinary stores (each written line is read first)."""
+    if not _kernels:
         from numba import njit, prange
 
-        @njit(parallel=True, cache=False)
+        @njit(parallel=True)
         def copy(src, dst):
             for i in prange(src.size):
                 dst[i] = src[i]
 
-        _parallel_copy = copy
-    return _parallel_copy
+        @njit(parallel=True)
+        def three_one(a, b, c, out):
+            for i in prange(a.size):
+                out[i] = a[i] + b[i] * c[i]
+
+        _kernels.update(copy=copy, three_one=three_one)
+    return _kernels
 
 
 def copy_bandwidth(kind, nbytes=None, budget=None):
     """Measure the device's copy bandwidth: the best median of the copies tried, counting bytes read plus
-    bytes written. CPU: a Numba ``prange`` copy on all threads and NumPy's ``copyto``. GPU: CuPy's
-    device-to-device ``memcpy`` and an element-wise copy kernel. Returns a dict with ``gbps`` and details."""
+    bytes written. CPU: a Numba ``prange`` copy on all threads and NumPy's ``copyto`` (both end in ``memcpy``,
+    whose streaming stores skip reading the destination); also, as a yardstick only, a three-read,
+    one-write loop with ordinary stores (``streaming_ordinary_stores``: the kind of loop the kernels are).
+    GPU: CuPy's device-to-device ``memcpy`` and an element-wise copy kernel. Returns a dict with ``gbps`` and
+    details."""
     nbytes = nbytes or PROBE_BYTES[kind]
     budget = budget or Budget(warmup=1, repeats=7, min_time=0.3, max_repeats=20, max_time=3.0)
     methods = {}
@@ -250,11 +259,17 @@ def copy_bandwidth(kind, nbytes=None, budget=None):
         import numpy as np
         src = np.random.default_rng(0).random(nbytes // 8)
         dst = np.empty_like(src)
-        copy = _numba_copy()
-        methods["numba-prange-copy"] = time_host(lambda: copy(src, dst), budget)
+        kernels = _numba_kernels()
+        methods["numba-prange-copy"] = time_host(lambda: kernels["copy"](src, dst), budget)
         methods["numpy-copyto"] = time_host(lambda: np.copyto(dst, src), budget)
         moved = 2 * src.nbytes
         del src, dst
+        # not a reference, a yardstick: what a streaming loop with ordinary stores reaches (4 arrays moved)
+        a, b, c, out = (np.random.default_rng(k).random(nbytes // 32) for k in range(4))
+        t = time_host(lambda: kernels["three_one"](a, b, c, out), budget)
+        streaming = {"gbps": 4 * a.nbytes / t.median / 1e9, "kernel": "out = a + b * c (3 reads, 1 write)",
+                     "timing": t.as_dict()}
+        del a, b, c, out
     else:
         import cupy
         src = cupy.random.default_rng(0).random(nbytes // 8)
@@ -263,14 +278,18 @@ def copy_bandwidth(kind, nbytes=None, budget=None):
             lambda: cupy.cuda.runtime.memcpyAsync(dst.data.ptr, src.data.ptr, src.nbytes,
                                                    cupy.cuda.runtime.memcpyDeviceToDevice,
                                                    cupy.cuda.get_current_stream().ptr), budget)
-        methods["cupy-elementwise-copy"] = time_cuda(lambda: cupy.copyto(dst, src), budget)
+        elementwise = cupy.ElementwiseKernel("T x", "T y", "y = x", "gpudp_bench_copy")
+        methods["cupy-elementwise-copy"] = time_cuda(lambda: elementwise(src, dst), budget)
         moved = 2 * src.nbytes
         del src, dst
         cupy.get_default_memory_pool().free_all_blocks()
     best = max(methods, key=lambda m: moved / methods[m].median)
-    return {
+    out = {
         "gbps": moved / methods[best].median / 1e9,
         "bytes": moved,
         "method": best,
         "methods": {m: {"gbps": moved / t.median / 1e9, "timing": t.as_dict()} for m, t in methods.items()},
     }
+    if kind == "cpu":
+        out["streaming_ordinary_stores"] = streaming
+    return out

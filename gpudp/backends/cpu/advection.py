@@ -21,6 +21,9 @@ the steps of one call are parallel over rows. A row whose neighbour rows along t
 the array (interior rows, and every row of a periodic axis) takes the fast path: its interior cells run a
 branch-free loop over row views that LLVM vectorises, and only its two end cells apply the ghost rules.
 Rows at a dirichlet or neumann boundary of another axis take the per-cell path with the ghost rules.
+float32 data is computed in float32 (as the CUDA kernels do), float64 in float64. The forward pass with
+saved states writes each step straight into its slot of ``states``; the adjoint's first step overwrites the
+uninitialised velocity gradient, so no pass zeroes it, and its overwriting loops never read it.
 """
 from __future__ import annotations
 
@@ -31,6 +34,11 @@ from numba import njit, prange
 # problems such as the 128-cell demo.
 _PARALLEL_MIN_CELLS = 1 << 15
 
+# The zero of ``min(w, 0)`` / ``max(w, 0)``: a float32 constant, so that float32 kernels compute in float32
+# (like the CUDA kernels, and twice the SIMD width) while float64 ones promote it and stay in float64. The
+# wrappers pass the coefficients ``c_a`` in the arrays' dtype for the same reason.
+_ZERO = np.float32(0.0)
+
 
 @njit(inline="always")
 def _upper(d, base, i, n, stride, bc, center):
@@ -40,7 +48,7 @@ def _upper(d, base, i, n, stride, bc, center):
     if bc == 0:
         return d[base - (n - 1) * stride]
     if bc == 1:
-        return 0.0
+        return _ZERO
     return center
 
 
@@ -51,20 +59,20 @@ def _lower(d, base, i, n, stride, bc, center):
     if bc == 0:
         return d[base + (n - 1) * stride]
     if bc == 1:
-        return 0.0
+        return _ZERO
     return center
 
 
 @njit(inline="always")
 def _flux(c, w, up, v, lo):
     """``c (min(w, 0) (up − v) + max(w, 0) (v − lo))``: one axis' upwind term of the forward step."""
-    return c * (min(w, 0.0) * (up - v) + max(w, 0.0) * (v - lo))
+    return c * (min(w, _ZERO) * (up - v) + max(w, _ZERO) * (v - lo))
 
 
 @njit(inline="always")
 def _gu_term(c, gv, w, up, v, lo):
     """One field's contribution ``− c g (upwind difference)`` to the velocity gradient."""
-    return -(c * gv * ((up - v) if w < 0.0 else (v - lo)))
+    return -(c * gv * ((up - v) if w < _ZERO else (v - lo)))
 
 
 @njit(inline="always")
@@ -79,7 +87,6 @@ def _neighbour_rows(i, n, stride, bc):
 @njit(inline="always")
 def _row_position(r, n0, n1):
     """``(i0, i1, k)`` of row ``r = (k n0 + i0) n1 + i1`` (no integer divisions on 1-D grids)."""
-    r = np.int64(r)  # a prange index may be unsigned; mixed signed/unsigned arithmetic would give floats
     if n0 == 1 and n1 == 1:
         return 0, 0, r
     i1 = r % n1
@@ -94,7 +101,7 @@ def _forward_cell(src, dst, u, base, ucell, i0, i1, i2, n0, n1, n2, ndim, c0, c1
     """One cell with the ghost rules; ``base``: its index in ``src``, ``ucell``: in component 0 of ``u``."""
     N = n0 * n1 * n2
     v = src[base]
-    acc = 0.0
+    acc = _ZERO
     if ndim == 3:
         acc += _flux(c0, u[ucell], _upper(src, base, i0, n0, n1 * n2, b0, v), v,
                      _lower(src, base, i0, n0, n1 * n2, b0, v))
@@ -107,7 +114,7 @@ def _forward_cell(src, dst, u, base, ucell, i0, i1, i2, n0, n1, n2, ndim, c0, c1
 
 
 @njit(inline="always")
-def _forward_row(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2):
+def _forward_row_body(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2):
     """Row ``r = ((b F + f) n0 + i0) n1 + i1`` of one forward step."""
     N = n0 * n1 * n2
     i0, i1, bf = _row_position(r, n0, n1)
@@ -116,12 +123,12 @@ def _forward_row(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2):
     ub = (bf // F if F > 1 else bf) * ndim * N + row
     up0, lo0, ok0 = _neighbour_rows(i0, n0, n1 * n2, b0)
     up1, lo1, ok1 = _neighbour_rows(i1, n1, n2, b1)
-    if not (ok0 and ok1 and n2 >= 3):
-        for i in range(n2):
-            _forward_cell(src, dst, u, base + i, ub + i, i0, i1, i, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2)
-        return
-    for i in (0, n2 - 1):
+    fast = ok0 and ok1 and n2 >= 3
+    # with the ghost rules: every cell of a boundary row, else the two end cells of the row
+    for i in range(0, n2, n2 - 1 if fast else 1):
         _forward_cell(src, dst, u, base + i, ub + i, i0, i1, i, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2)
+    if not fast:
+        return
     s = src[base:base + n2]
     o = dst[base:base + n2]
     wz = u[ub + (ndim - 1) * N:ub + (ndim - 1) * N + n2]
@@ -153,6 +160,18 @@ def _forward_row(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2):
             o[i] = v - acc
 
 
+@njit(cache=True)
+def _forward_row(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2):
+    """:func:`_forward_row_body` compiled once, for any dimension."""
+    _forward_row_body(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2)
+
+
+@njit(cache=True)
+def _forward_row_1d(src, dst, u, r, F, n2, c2, b2):
+    """:func:`_forward_row_body` compiled for 1-D grids: the padded sizes are constants."""
+    _forward_row_body(src, dst, u, r, F, 1, 1, n2, 1, _ZERO, _ZERO, c2, 0, 0, b2)
+
+
 # -- adjoint ------------------------------------------------------------------------------------------------
 
 @njit(inline="always")
@@ -160,23 +179,23 @@ def _adjoint_d_axis(g, u, gbase, ubase_k, cell, i, n, stride, bc, c):
     """Contribution of one axis to gd at ``cell`` (excluding the diagonal 1)."""
     w = u[ubase_k + cell]
     gv = g[gbase + cell]
-    s = c * (min(w, 0.0) - max(w, 0.0)) * gv
+    s = c * (min(w, _ZERO) - max(w, _ZERO)) * gv
     # lower neighbour cell L: its upper neighbour is this cell
     if i > 0:
-        s -= c * min(u[ubase_k + cell - stride], 0.0) * g[gbase + cell - stride]
+        s -= c * min(u[ubase_k + cell - stride], _ZERO) * g[gbase + cell - stride]
     elif bc == 0:
         L = cell + (n - 1) * stride
-        s -= c * min(u[ubase_k + L], 0.0) * g[gbase + L]
+        s -= c * min(u[ubase_k + L], _ZERO) * g[gbase + L]
     elif bc == 2:
-        s += c * max(w, 0.0) * gv  # lower ghost repeats this cell
+        s += c * max(w, _ZERO) * gv  # lower ghost repeats this cell
     # upper neighbour cell U: its lower neighbour is this cell
     if i + 1 < n:
-        s += c * max(u[ubase_k + cell + stride], 0.0) * g[gbase + cell + stride]
+        s += c * max(u[ubase_k + cell + stride], _ZERO) * g[gbase + cell + stride]
     elif bc == 0:
         U = cell - (n - 1) * stride
-        s += c * max(u[ubase_k + U], 0.0) * g[gbase + U]
+        s += c * max(u[ubase_k + U], _ZERO) * g[gbase + U]
     elif bc == 2:
-        s -= c * min(w, 0.0) * gv  # upper ghost repeats this cell
+        s -= c * min(w, _ZERO) * gv  # upper ghost repeats this cell
     return s
 
 
@@ -188,9 +207,9 @@ def _adjoint_cell(g, gout, d, u, gu, b, cell, i0, i1, i2, F, n0, n1, n2, ndim, c
     N = n0 * n1 * n2
     ubase = b * ndim * N
     off = 3 - ndim
-    gu0 = 0.0
-    gu1 = 0.0
-    gu2 = 0.0
+    gu0 = _ZERO
+    gu1 = _ZERO
+    gu2 = _ZERO
     for f in range(F):
         fbase = (b * F + f) * N
         base = fbase + cell
@@ -228,17 +247,23 @@ def _adjoint_cell(g, gout, d, u, gu, b, cell, i0, i1, i2, F, n0, n1, n2, ndim, c
 
 
 @njit(inline="always")
+def _gd_term(c, gv, w, w_lo, g_lo, w_up, g_up):
+    """One axis' share of ``gd`` (without the diagonal 1) at an interior cell: its own ``c (m − p) g``, the
+    lower neighbour's ``− c m_L g_L`` and the upper neighbour's ``+ c p_U g_U``."""
+    s = c * (min(w, _ZERO) - max(w, _ZERO)) * gv
+    s -= c * min(w_lo, _ZERO) * g_lo
+    s += c * max(w_up, _ZERO) * g_up
+    return s
+
+
+@njit(inline="always")
 def _adjoint_d_interior(gr, o, g, u, base, ub, N, n2, ndim, up0, lo0, up1, lo1, c0, c1, c2):
     """``gd`` on cells ``1 … n2−2`` of a fast row (one field): views, no branches."""
     wz = u[ub + (ndim - 1) * N:ub + (ndim - 1) * N + n2]
     if ndim == 1:
         for i in range(1, n2 - 1):
             gv = gr[i]
-            w = wz[i]
-            s2 = c2 * (min(w, 0.0) - max(w, 0.0)) * gv
-            s2 -= c2 * min(wz[i - 1], 0.0) * gr[i - 1]
-            s2 += c2 * max(wz[i + 1], 0.0) * gr[i + 1]
-            o[i] = gv + s2
+            o[i] = gv + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1])
     elif ndim == 2:
         wy = u[ub:ub + n2]
         wy_up = u[ub + up1:ub + up1 + n2]
@@ -247,15 +272,8 @@ def _adjoint_d_interior(gr, o, g, u, base, ub, N, n2, ndim, up0, lo0, up1, lo1, 
         gy_lo = g[base + lo1:base + lo1 + n2]
         for i in range(1, n2 - 1):
             gv = gr[i]
-            w = wy[i]
-            s1 = c1 * (min(w, 0.0) - max(w, 0.0)) * gv
-            s1 -= c1 * min(wy_lo[i], 0.0) * gy_lo[i]
-            s1 += c1 * max(wy_up[i], 0.0) * gy_up[i]
-            w = wz[i]
-            s2 = c2 * (min(w, 0.0) - max(w, 0.0)) * gv
-            s2 -= c2 * min(wz[i - 1], 0.0) * gr[i - 1]
-            s2 += c2 * max(wz[i + 1], 0.0) * gr[i + 1]
-            o[i] = gv + s1 + s2
+            o[i] = (gv + _gd_term(c1, gv, wy[i], wy_lo[i], gy_lo[i], wy_up[i], gy_up[i])
+                    + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1]))
     else:
         wx = u[ub:ub + n2]
         wx_up = u[ub + up0:ub + up0 + n2]
@@ -269,19 +287,61 @@ def _adjoint_d_interior(gr, o, g, u, base, ub, N, n2, ndim, up0, lo0, up1, lo1, 
         gy_lo = g[base + lo1:base + lo1 + n2]
         for i in range(1, n2 - 1):
             gv = gr[i]
-            w = wx[i]
-            s0 = c0 * (min(w, 0.0) - max(w, 0.0)) * gv
-            s0 -= c0 * min(wx_lo[i], 0.0) * gx_lo[i]
-            s0 += c0 * max(wx_up[i], 0.0) * gx_up[i]
-            w = wy[i]
-            s1 = c1 * (min(w, 0.0) - max(w, 0.0)) * gv
-            s1 -= c1 * min(wy_lo[i], 0.0) * gy_lo[i]
-            s1 += c1 * max(wy_up[i], 0.0) * gy_up[i]
-            w = wz[i]
-            s2 = c2 * (min(w, 0.0) - max(w, 0.0)) * gv
-            s2 -= c2 * min(wz[i - 1], 0.0) * gr[i - 1]
-            s2 += c2 * max(wz[i + 1], 0.0) * gr[i + 1]
-            o[i] = gv + s0 + s1 + s2
+            o[i] = (gv + _gd_term(c0, gv, wx[i], wx_lo[i], gx_lo[i], wx_up[i], gx_up[i])
+                    + _gd_term(c1, gv, wy[i], wy_lo[i], gy_lo[i], wy_up[i], gy_up[i])
+                    + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1]))
+
+
+@njit(inline="always")
+def _adjoint_du_interior(gr, o, g, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up1, lo1, c0, c1, c2):
+    """Both gradients on cells ``1 … n2−2`` of a fast row in one pass (one field; ``gu`` overwritten):
+    what one step's adjoint of a single field computes, each input row read once."""
+    dr = d[base:base + n2]
+    kz = ub + (ndim - 1) * N
+    wz = u[kz:kz + n2]
+    qz = gu[kz:kz + n2]
+    if ndim == 1:
+        for i in range(1, n2 - 1):
+            gv = gr[i]
+            o[i] = gv + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1])
+            qz[i] = _gu_term(c2, gv, wz[i], dr[i + 1], dr[i], dr[i - 1])
+    elif ndim == 2:
+        wy = u[ub:ub + n2]
+        qy = gu[ub:ub + n2]
+        wy_up = u[ub + up1:ub + up1 + n2]
+        wy_lo = u[ub + lo1:ub + lo1 + n2]
+        gy_up = g[base + up1:base + up1 + n2]
+        gy_lo = g[base + lo1:base + lo1 + n2]
+        dy_up = d[base + up1:base + up1 + n2]
+        dy_lo = d[base + lo1:base + lo1 + n2]
+        for i in range(1, n2 - 1):
+            gv = gr[i]
+            o[i] = (gv + _gd_term(c1, gv, wy[i], wy_lo[i], gy_lo[i], wy_up[i], gy_up[i])
+                    + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1]))
+            qy[i], qz[i] = _gu_terms_2d(i, gr, dr, wy, wz, dy_up, dy_lo, c1, c2)
+    else:
+        wx = u[ub:ub + n2]
+        qx = gu[ub:ub + n2]
+        wx_up = u[ub + up0:ub + up0 + n2]
+        wx_lo = u[ub + lo0:ub + lo0 + n2]
+        gx_up = g[base + up0:base + up0 + n2]
+        gx_lo = g[base + lo0:base + lo0 + n2]
+        dx_up = d[base + up0:base + up0 + n2]
+        dx_lo = d[base + lo0:base + lo0 + n2]
+        wy = u[ub + N:ub + N + n2]
+        qy = gu[ub + N:ub + N + n2]
+        wy_up = u[ub + N + up1:ub + N + up1 + n2]
+        wy_lo = u[ub + N + lo1:ub + N + lo1 + n2]
+        gy_up = g[base + up1:base + up1 + n2]
+        gy_lo = g[base + lo1:base + lo1 + n2]
+        dy_up = d[base + up1:base + up1 + n2]
+        dy_lo = d[base + lo1:base + lo1 + n2]
+        for i in range(1, n2 - 1):
+            gv = gr[i]
+            o[i] = (gv + _gd_term(c0, gv, wx[i], wx_lo[i], gx_lo[i], wx_up[i], gx_up[i])
+                    + _gd_term(c1, gv, wy[i], wy_lo[i], gy_lo[i], wy_up[i], gy_up[i])
+                    + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1]))
+            qx[i], qy[i], qz[i] = _gu_terms_3d(i, gr, dr, wx, wy, wz, dx_up, dx_lo, dy_up, dy_lo, c0, c1, c2)
 
 
 @njit(inline="always")
@@ -350,7 +410,8 @@ def _adjoint_u_interior(gr, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up1, lo1,
 
 
 @njit(inline="always")
-def _adjoint_row(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_g, need_u, accumulate):
+def _adjoint_row_body(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_g, need_u,
+                      accumulate):
     """One row of one step's adjoint for velocity field ``b``: all ``F`` fields of the row.
 
     ``r`` indexes rows of one velocity field: r = (b * n0 + i0) * n1 + i1."""
@@ -360,28 +421,90 @@ def _adjoint_row(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, 
     ub = b * ndim * N + row
     up0, lo0, ok0 = _neighbour_rows(i0, n0, n1 * n2, b0)
     up1, lo1, ok1 = _neighbour_rows(i1, n1, n2, b1)
-    if not (ok0 and ok1 and n2 >= 3):
-        for i in range(n2):
-            _adjoint_cell(g, gout, d, u, gu, b, row + i, i0, i1, i, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2,
-                          need_g, need_u, accumulate)
-        return
-    for i in (0, n2 - 1):
+    fast = ok0 and ok1 and n2 >= 3
+    # with the ghost rules: every cell of a boundary row, else the two end cells of the row
+    for i in range(0, n2, n2 - 1 if fast else 1):
         _adjoint_cell(g, gout, d, u, gu, b, row + i, i0, i1, i, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2,
                       need_g, need_u, accumulate)
+    if not fast:
+        return
     for f in range(F):
         base = (b * F + f) * N + row
         gr = g[base:base + n2]
+        assign = f == 0 and not accumulate
+        if need_g and need_u and assign:
+            _adjoint_du_interior(gr, gout[base:base + n2], g, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up1, lo1,
+                                 c0, c1, c2)
+            continue
         if need_g:
             _adjoint_d_interior(gr, gout[base:base + n2], g, u, base, ub, N, n2, ndim, up0, lo0, up1, lo1,
                                 c0, c1, c2)
         if need_u:
-            _adjoint_u_interior(gr, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up1, lo1, c0, c1, c2,
-                                f == 0 and not accumulate)
+            _adjoint_u_interior(gr, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up1, lo1, c0, c1, c2, assign)
+
+
+@njit(cache=True)
+def _adjoint_row(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_g, need_u, accumulate):
+    """:func:`_adjoint_row_body` compiled once, for any dimension."""
+    _adjoint_row_body(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_g, need_u, accumulate)
+
+
+@njit(cache=True)
+def _adjoint_row_1d(g, gout, d, u, gu, r, F, n2, c2, b2, need_g, need_u, accumulate):
+    """:func:`_adjoint_row_body` compiled for 1-D grids: the padded sizes are constants."""
+    _adjoint_row_body(g, gout, d, u, gu, r, F, 1, 1, n2, 1, _ZERO, _ZERO, c2, 0, 0, b2, need_g, need_u, accumulate)
+
+
+# -- max |x| per row (the CFL check) --------------------------------------------------------------------------
+
+_MAX_ABS_CHUNK = 1 << 16
+
+
+def _max_abs_bits(bits, out, rows, n, chunk, mask):
+    """``out[r, c]``: the largest of ``bits & mask`` over chunk ``c`` of row ``r``. ``bits`` views the floats as
+    integers and ``mask`` clears the sign bit: for IEEE floats without sign, the integer order is the float
+    order with NaN above infinity, so the integer maximum (a reduction that vectorises) is ``max |x|`` and is
+    NaN when any element is."""
+    nch = out.shape[1]
+    for w in prange(rows * nch):
+        r = w // nch
+        lo = r * n + (w % nch) * chunk
+        hi = min(lo + chunk, (r + 1) * n)
+        v = bits[lo:hi]
+        m = v[0] & mask
+        for i in range(hi - lo):
+            m = max(m, v[i] & mask)
+        out[r, w % nch] = m
+
+
+_max_abs_bits_par = njit(parallel=True, cache=True)(_max_abs_bits)
+
+
+def max_abs_rows(x):
+    """``max |x|`` over the last axis of a C-contiguous 2-D float array, as float64 (NaN where a row has a
+    NaN): for large arrays one parallel read of ``x`` and no temporary (NumPy's ``abs`` then ``max`` writes
+    and reads a temporary, single-threaded); small ones take NumPy's way, quicker than a kernel call."""
+    rows, n = x.shape
+    if x.size < _PARALLEL_MIN_CELLS:
+        return np.abs(x).max(axis=-1).astype(np.float64)
+    itype = np.int32 if x.dtype == np.float32 else np.int64
+    mask = itype(np.iinfo(itype).max)  # all bits but the sign
+    nch = (n + _MAX_ABS_CHUNK - 1) // _MAX_ABS_CHUNK
+    out = np.empty((rows, nch), itype)
+    _max_abs_bits_par(x.reshape(-1).view(itype), out, rows, n, _MAX_ABS_CHUNK, mask)
+    return out.max(axis=1).view(x.dtype).astype(np.float64)
 
 
 # -- drivers (all steps in one compiled call) ---------------------------------------------------------------
+#
+# The drivers call a row function per row, compiled once for any dimension. The serial drivers (small grids)
+# call a 1-D row function with the padded sizes as constants on 1-D grids: on small 1-D grids such as the
+# 128-cell demo a step takes about a hundred nanoseconds, and the generic row's index arithmetic and
+# untaken branches would add half of that again. The parallel drivers leave it out (``rows_1d`` is a
+# constant there), so that large grids do not compile it.
 
-def _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save):
+@njit(inline="always")
+def _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, rows_1d):
     rows = Bu * F * n0 * n1
     size = d.size
     if save:  # states[t] = d^t: step t reads states[t] and writes states[t + 1] (the last one writes out)
@@ -398,11 +521,18 @@ def _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2
         else:  # alternate between out and buf so that the last step lands in out
             dst = out if (steps - 1 - t) % 2 == 0 else buf
         for r in prange(rows):
-            _forward_row(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2)
+            row = np.int64(r)  # one compiled signature (a parallel loop's index is unsigned)
+            if rows_1d:
+                if ndim == 1:
+                    _forward_row_1d(src, dst, u, row, F, n2, c2, b2)
+                    continue
+            _forward_row(src, dst, u, row, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2)
         src = dst
 
 
-def _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u):
+@njit(inline="always")
+def _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u,
+                   rows_1d):
     rows = Bu * n0 * n1
     size = g.size
     buf = np.empty_like(g) if steps > 1 else gd
@@ -415,17 +545,43 @@ def _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1,
         dstate = states[t * size:(t + 1) * size] if need_u else g
         accumulate = k > 0  # the first step overwrites gu (allocated uninitialised), later ones add to it
         for r in prange(rows):
-            _adjoint_row(cur, dst, dstate, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2,
+            row = np.int64(r)  # one compiled signature (a parallel loop's index is unsigned)
+            if rows_1d:
+                if ndim == 1:
+                    _adjoint_row_1d(cur, dst, dstate, u, gu, row, F, n2, c2, b2, need_g, need_u, accumulate)
+                    continue
+            _adjoint_row(cur, dst, dstate, u, gu, row, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2,
                          need_g, need_u, accumulate)
         cur = dst
 
 
-# Parallel drivers for large grids, serial ones (prange runs as range) for small ones.
-# cache=True: compiled code is kept on disk (__pycache__), so only the first process pays the compile time.
-_forward_par = njit(parallel=True, cache=True)(_forward_steps)
-_adjoint_par = njit(parallel=True, cache=True)(_adjoint_steps)
-_forward_ser = njit(cache=True)(_forward_steps)
-_adjoint_ser = njit(cache=True)(_adjoint_steps)
+def _forward_serial(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save):
+    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, True)
+
+
+def _forward_parallel(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save):
+    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, False)
+
+
+def _adjoint_serial(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u):
+    _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u,
+                   True)
+
+
+def _adjoint_parallel(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d,
+                      need_u):
+    _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u,
+                   False)
+
+
+# Parallel drivers for large grids, serial ones (prange runs as range) for small ones. cache=True: compiled
+# code is kept on disk (__pycache__), so only the first process pays the compile time. The serial and the
+# parallel driver must be distinct functions: the disk cache does not tell compilations of one function
+# with and without parallel=True apart.
+_forward_par = njit(parallel=True, cache=True)(_forward_parallel)
+_adjoint_par = njit(parallel=True, cache=True)(_adjoint_parallel)
+_forward_ser = njit(cache=True)(_forward_serial)
+_adjoint_ser = njit(cache=True)(_adjoint_serial)
 
 
 def advect_forward(d, u, coef, bc, shape3, ndim, steps, save_states):
@@ -434,7 +590,7 @@ def advect_forward(d, u, coef, bc, shape3, ndim, steps, save_states):
     states = np.empty((steps,) + d.shape, d.dtype) if save_states else np.empty(0, d.dtype)
     fwd = _forward_par if d.size >= _PARALLEL_MIN_CELLS else _forward_ser
     fwd(d.reshape(-1), u.reshape(-1), out.reshape(-1), states.reshape(-1), steps, Bu, F, *shape3, ndim,
-        *coef, *bc, save_states)
+        *(d.dtype.type(c) for c in coef), *bc, save_states)
     return out, (states if save_states else None)
 
 
@@ -445,5 +601,5 @@ def advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u):
     st = states.reshape(-1) if need_u else np.empty(0, g.dtype)
     adj = _adjoint_par if g.size >= _PARALLEL_MIN_CELLS else _adjoint_ser
     adj(g.reshape(-1), st, u.reshape(-1), gd.reshape(-1), gu.reshape(-1), steps, Bu, F, *shape3, ndim,
-        *coef, *bc, need_d, need_u)
+        *(g.dtype.type(c) for c in coef), *bc, need_d, need_u)
     return (gd if need_d else None), (gu if need_u else None)

@@ -167,7 +167,7 @@ def _forward_row(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2):
 
 
 @njit(cache=True)
-def _forward_row_1d(src, dst, u, r, F, n2, c2, b2):
+def _forward_row_1d(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2):
     """:func:`_forward_row_body` compiled for 1-D grids: the padded sizes are constants."""
     _forward_row_body(src, dst, u, r, F, 1, 1, n2, 1, _ZERO, _ZERO, c2, 0, 0, b2)
 
@@ -450,7 +450,8 @@ def _adjoint_row(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, 
 
 
 @njit(cache=True)
-def _adjoint_row_1d(g, gout, d, u, gu, r, F, n2, c2, b2, need_g, need_u, accumulate):
+def _adjoint_row_1d(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_g, need_u,
+                    accumulate):
     """:func:`_adjoint_row_body` compiled for 1-D grids: the padded sizes are constants."""
     _adjoint_row_body(g, gout, d, u, gu, r, F, 1, 1, n2, 1, _ZERO, _ZERO, c2, 0, 0, b2, need_g, need_u, accumulate)
 
@@ -497,14 +498,13 @@ def max_abs_rows(x):
 
 # -- drivers (all steps in one compiled call) ---------------------------------------------------------------
 #
-# The drivers call a row function per row, compiled once for any dimension. The serial drivers (small grids)
-# call a 1-D row function with the padded sizes as constants on 1-D grids: on small 1-D grids such as the
-# 128-cell demo a step takes about a hundred nanoseconds, and the generic row's index arithmetic and
-# untaken branches would add half of that again. The parallel drivers leave it out (``rows_1d`` is a
-# constant there), so that large grids do not compile it.
+# The drivers call a row function (``row_fn``) per row, compiled once for any dimension. Small 1-D grids get
+# a serial driver whose row function has the padded sizes as constants: on the 128-cell demo a step takes
+# about a hundred nanoseconds, and the generic row's index arithmetic and untaken branches would add half of
+# that again.
 
 @njit(inline="always")
-def _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, rows_1d):
+def _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, row_fn):
     rows = Bu * F * n0 * n1
     size = d.size
     if save:  # states[t] = d^t: step t reads states[t] and writes states[t + 1] (the last one writes out)
@@ -522,17 +522,13 @@ def _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2
             dst = out if (steps - 1 - t) % 2 == 0 else buf
         for r in prange(rows):
             row = np.int64(r)  # one compiled signature (a parallel loop's index is unsigned)
-            if rows_1d:
-                if ndim == 1:
-                    _forward_row_1d(src, dst, u, row, F, n2, c2, b2)
-                    continue
-            _forward_row(src, dst, u, row, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2)
+            row_fn(src, dst, u, row, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2)
         src = dst
 
 
 @njit(inline="always")
 def _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u,
-                   rows_1d):
+                   row_fn):
     rows = Bu * n0 * n1
     size = g.size
     buf = np.empty_like(g) if steps > 1 else gd
@@ -546,49 +542,65 @@ def _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1,
         accumulate = k > 0  # the first step overwrites gu (allocated uninitialised), later ones add to it
         for r in prange(rows):
             row = np.int64(r)  # one compiled signature (a parallel loop's index is unsigned)
-            if rows_1d:
-                if ndim == 1:
-                    _adjoint_row_1d(cur, dst, dstate, u, gu, row, F, n2, c2, b2, need_g, need_u, accumulate)
-                    continue
-            _adjoint_row(cur, dst, dstate, u, gu, row, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2,
-                         need_g, need_u, accumulate)
+            row_fn(cur, dst, dstate, u, gu, row, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_g, need_u,
+                   accumulate)
         cur = dst
 
 
 def _forward_serial(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save):
-    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, True)
+    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, _forward_row)
+
+
+def _forward_serial_1d(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save):
+    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, _forward_row_1d)
 
 
 def _forward_parallel(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save):
-    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, False)
+    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, _forward_row)
 
 
 def _adjoint_serial(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u):
     _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u,
-                   True)
+                   _adjoint_row)
 
 
 def _adjoint_parallel(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d,
                       need_u):
     _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u,
-                   False)
+                   _adjoint_row)
 
 
-# Parallel drivers for large grids, serial ones (prange runs as range) for small ones. cache=True: compiled
-# code is kept on disk (__pycache__), so only the first process pays the compile time. The serial and the
-# parallel driver must be distinct functions: the disk cache does not tell compilations of one function
-# with and without parallel=True apart.
+def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d,
+                       need_u):
+    _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u,
+                   _adjoint_row_1d)
+
+
+# Drivers: parallel for large grids, serial (prange runs as range) for small ones, and serial for 1-D grids,
+# which reference only the 1-D row functions (a 1-D problem such as the 128-cell demo never compiles the
+# generic rows: a third of the compile time, and a cold first call). cache=True: compiled code is kept on
+# disk (__pycache__), so only the first process pays the compile time. Distinct Python functions for the
+# serial and the parallel driver: the disk cache does not tell compilations of one function with and without
+# parallel=True apart.
 _forward_par = njit(parallel=True, cache=True)(_forward_parallel)
 _adjoint_par = njit(parallel=True, cache=True)(_adjoint_parallel)
 _forward_ser = njit(cache=True)(_forward_serial)
 _adjoint_ser = njit(cache=True)(_adjoint_serial)
+_forward_ser_1d = njit(cache=True)(_forward_serial_1d)
+_adjoint_ser_1d = njit(cache=True)(_adjoint_serial_1d)
+
+
+def _driver(parallel, serial, serial_1d, size, ndim):
+    if size >= _PARALLEL_MIN_CELLS:
+        return parallel
+    return serial_1d if ndim == 1 else serial
 
 
 def advect_forward(d, u, coef, bc, shape3, ndim, steps, save_states):
     Bu, F, N = d.shape
     out = np.empty_like(d)
     states = np.empty((steps,) + d.shape, d.dtype) if save_states else np.empty(0, d.dtype)
-    fwd = _forward_par if d.size >= _PARALLEL_MIN_CELLS else _forward_ser
+    fwd = _driver(_forward_par, _forward_ser, _forward_ser_1d, d.size, ndim)
     fwd(d.reshape(-1), u.reshape(-1), out.reshape(-1), states.reshape(-1), steps, Bu, F, *shape3, ndim,
         *(d.dtype.type(c) for c in coef), *bc, save_states)
     return out, (states if save_states else None)
@@ -599,7 +611,7 @@ def advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u):
     gd = np.empty_like(g)
     gu = np.empty_like(u) if need_u else np.empty(0, g.dtype)
     st = states.reshape(-1) if need_u else np.empty(0, g.dtype)
-    adj = _adjoint_par if g.size >= _PARALLEL_MIN_CELLS else _adjoint_ser
+    adj = _driver(_adjoint_par, _adjoint_ser, _adjoint_ser_1d, g.size, ndim)
     adj(g.reshape(-1), st, u.reshape(-1), gd.reshape(-1), gu.reshape(-1), steps, Bu, F, *shape3, ndim,
         *(g.dtype.type(c) for c in coef), *bc, need_d, need_u)
     return (gd if need_d else None), (gu if need_u else None)

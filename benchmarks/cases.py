@@ -24,6 +24,7 @@ Each case lists its implementations: gpudp on every backend asked for, and the b
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -432,21 +433,35 @@ def _counted(call, clock, sync=None, **kwargs):
     return Impl(run, clock, sync, iterations=lambda: last.get("iterations"), **kwargs)
 
 
+@contextlib.contextmanager
+def _watch_solves(backend, hook):
+    """Within the block every CG solve (the backend's, and the spectral one, which runs outside it) calls
+    ``hook(seconds, iterations)`` when it returns (it returns host scalars: the solve has finished)."""
+    from gpudp.ops import _spectral
+
+    def wrap(original):
+        def watched(*args, **kwargs):
+            t0 = time.perf_counter()
+            x, its, res = original(*args, **kwargs)
+            hook(time.perf_counter() - t0, int(its))
+            return x, its, res
+        return watched
+
+    original_spectral = _spectral.cg_solve
+    backend.cg_solve = wrap(backend.cg_solve)
+    _spectral.cg_solve = wrap(original_spectral)
+    try:
+        yield
+    finally:
+        del backend.cg_solve
+        _spectral.cg_solve = original_spectral
+
+
 def _count_solves(backend, fn):
     """Run ``fn()`` once and return the CG iterations of every solve it made (in call order)."""
     counts = []
-    original = backend.cg_solve
-
-    def counting(*args, **kwargs):
-        x, its, res = original(*args, **kwargs)
-        counts.append(int(its))
-        return x, its, res
-
-    backend.cg_solve = counting
-    try:
+    with _watch_solves(backend, lambda seconds, its: counts.append(its)):
         fn()
-    finally:
-        del backend.cg_solve
     return counts
 
 
@@ -593,7 +608,12 @@ class ProjectGradient(Case):
         return None
 
     def configs(self, kind, sizes):
-        out = [Config("pressure demo 80x64 neumann float64", (80, 64), "float64", {"demo": True})]
+        from gpudp.demo import pressure
+        out = [Config(f"pressure demo 80x64 neumann float64 ({pressure.PRECONDITIONER})", (80, 64), "float64",
+                      {"demo": True, "preconditioner": pressure.PRECONDITIONER})]
+        if pressure.PRECONDITIONER is not None:  # for comparison: the same iteration with plain CG
+            out.append(Config("pressure demo 80x64 neumann float64 (plain CG)", (80, 64), "float64",
+                              {"demo": True, "preconditioner": None}))
         out += [Config(f"{shape_label(s)} periodic float64", tuple(s), "float64", {"demo": False})
                 for s in size_table(sizes, kind)["project"]]
         return out
@@ -630,7 +650,7 @@ class ProjectGradient(Case):
         gp = _gpudp()
         if cfg.params["demo"]:
             from gpudp.demo import pressure
-            prob = pressure.PressureProblem()
+            prob = pressure.PressureProblem(preconditioner=cfg.params["preconditioner"])
             control = prob.initial_control()
             fn = lambda: prob.loss_and_grad(control)  # noqa: E731  (the demo's own iteration)
         else:
@@ -681,24 +701,17 @@ class ProjectGradient(Case):
             return {}
         impl = self.gpudp_impl(cfg, backend, env)
         inside = [0.0]
-        original = backend.cg_solve
 
-        def timed(*args, **kwargs):
-            t0 = time.perf_counter()
-            out = original(*args, **kwargs)  # returns host scalars: the solve has finished
-            inside[0] += time.perf_counter() - t0
-            return out
+        def hook(seconds, its):
+            inside[0] += seconds
 
         calls = 3 if env.smoke else 20
-        backend.cg_solve = timed
-        try:
+        with _watch_solves(backend, hook):
             t0 = time.perf_counter()
             for _ in range(calls):
                 impl.fn()
             backend.synchronize()
             total = (time.perf_counter() - t0) / calls
-        finally:
-            del backend.cg_solve
         return {"solves_s": inside[0] / calls, "outside_solves_s": total - inside[0] / calls, "total_s": total}
 
 

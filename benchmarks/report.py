@@ -16,9 +16,14 @@ import platform
 import subprocess
 import sys
 
+from gpudp.demo import pressure as pressure_demo
+
 from .harness import slug
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+
+#: The preconditioner the pressure demo solves with (its benchmark configuration is named after it).
+_DEMO_PRECONDITIONER = pressure_demo.PRECONDITIONER
 
 #: The CPU targets of the suite: (id, case, config, description).
 CPU_TARGETS = [
@@ -26,7 +31,7 @@ CPU_TARGETS = [
     ("advect_adj_bw", "advect_adj", "1024x1024 float32", "advect adjoint ≥ 60 % of copy bandwidth (2-D 1024², float32)"),
     ("seed_vs_jax", "seed_grad", f"N=128 T=100 float64", "seed inverse problem value_and_grad ≥ 2× faster than JAX (jit over lax.scan)"),
     ("cg_iter_model", "cg_iter", "1024x1024 float64", "one CG iteration within 2× of its byte-model time (1024², float64)"),
-    ("pressure_demo", "project_grad", "pressure demo 80x64 neumann float64", "pressure-demo iteration (projection forward + backward, 80 × 64, tol 1e-5) ≤ 3 ms"),
+    ("pressure_demo", "project_grad", f"pressure demo 80x64 neumann float64 ({_DEMO_PRECONDITIONER})", "pressure-demo iteration (projection forward + backward, 80 × 64, tol 1e-5) ≤ 3 ms"),
 ]
 
 
@@ -112,7 +117,11 @@ def evaluate_targets(records, probes):
             its = g.get("info", {}).get("solve_iterations")
             row.update(measured=f"{g['median_s'] * 1e3:.2f} ms", goal="≤ 3 ms",
                        status="met" if g["median_s"] <= 3e-3 else "missed",
-                       detail=f"CG iterations forward/backward {its}")
+                       detail=f"preconditioner {_DEMO_PRECONDITIONER!r}, CG iterations forward/backward {its}")
+            plain = _find(records, case, "pressure demo 80x64 neumann float64 (plain CG)", impl="gpudp-cpu")
+            if plain is not None:
+                row["detail"] += (f" (plain CG: {plain['median_s'] * 1e3:.2f} ms, "
+                                  f"{plain.get('info', {}).get('solve_iterations')} iterations)")
             dg = g.get("diagnostics") or {}
             if "solves_s" in dg and g.get("iterations"):
                 row["detail"] += (f"; in the CG solves {dg['solves_s'] * 1e3:.2f} ms "

@@ -42,7 +42,7 @@ def rel(a, b):
     return np.abs(a - b).max() / np.abs(b).max()
 
 
-@pytest.mark.parametrize("preconditioner", [None, "jacobi"])
+@pytest.mark.parametrize("preconditioner", [None, "jacobi", "spectral"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("shape,boundary", CASES, ids=CASE_IDS)
 def test_reaches_requested_residual(backend, shape, boundary, dtype, preconditioner):
@@ -56,6 +56,8 @@ def test_reaches_requested_residual(backend, shape, boundary, dtype, preconditio
                                   return_info=True)
     assert isinstance(info, gpudp.SolveInfo) and info.converged
     assert 1 <= info.iterations <= 10 * grid.size and info.residual <= tol
+    if preconditioner == "spectral":  # the exact inverse: one iteration, a second at most for rounding
+        assert info.iterations <= 2
     xh = backend.to_numpy(x)
     assert xh.shape == b.shape and xh.dtype == dtype and backend.is_own(x)
     # the residual of the returned x itself, evaluated in float64
@@ -68,7 +70,8 @@ def test_reaches_requested_residual(backend, shape, boundary, dtype, preconditio
 @pytest.mark.parametrize("shape,boundary", CASES + [((64, 64), ("neumann", "neumann")),
                                                     ((8, 8, 8), ("periodic", "dirichlet", "neumann"))],
                          ids=CASE_IDS + ["64x64-neu", "8x8x8-mixed"])
-def test_matches_dense_pseudo_inverse_and_its_gradient(backend, shape, boundary):
+@pytest.mark.parametrize("preconditioner", ["jacobi", "spectral"])
+def test_matches_dense_pseudo_inverse_and_its_gradient(backend, shape, boundary, preconditioner):
     backend.simulate_only((shape, boundary) in SIM_CASES)
     shape = backend.small(shape)
     grid = make_grid(shape, boundary, seed=2)
@@ -89,19 +92,21 @@ def test_matches_dense_pseudo_inverse_and_its_gradient(backend, shape, boundary)
         ref_x, ref_g = both[:2], both[2:]
     bt = gpudp.tensor(backend.asarray(b), requires_grad=True)
     with gpudp.Tape() as tape:
-        x = gpudp.poisson_solve(bt, grid, tol=1e-12, preconditioner="jacobi")
+        x = gpudp.poisson_solve(bt, grid, tol=1e-12, preconditioner=preconditioner)
     assert rel(backend.to_numpy(x).reshape(2, -1), ref_x) <= 1e-8
     tape.backward(x, grad=backend.asarray(g))
     assert rel(backend.to_numpy(bt.grad).reshape(2, -1), ref_g) <= 1e-6
 
 
+@pytest.mark.parametrize("preconditioner", [None, "spectral"])
 @pytest.mark.parametrize("boundary", [("neumann", "periodic"), ("dirichlet", "neumann")])
-def test_gradcheck(backend, boundary):
+def test_gradcheck(backend, boundary, preconditioner):
     backend.simulate_only(False)  # many solves; the gradient is checked against the dense reference above
     grid = make_grid((4, 3), boundary, seed=5)
     b = backend.asarray(np.random.default_rng(6).standard_normal((4, 3)))
     # the solve is linear in b up to the solver tolerance, so a large finite-difference step is exact
-    assert gpudp.gradcheck(lambda v: gpudp.poisson_solve(v, grid, tol=1e-13), [b], eps=1e-2)
+    assert gpudp.gradcheck(lambda v: gpudp.poisson_solve(v, grid, tol=1e-13, preconditioner=preconditioner), [b],
+                           eps=1e-2)
 
 
 def test_backward_is_one_solve_and_tape_memory_does_not_depend_on_tol(backend, monkeypatch):
@@ -132,14 +137,16 @@ def test_solve_alone_saves_nothing():
         assert len(tape) == 1 and tape.memory_bytes == 0
 
 
-def test_batch_items_are_independent_and_zero_rhs_gives_zero(backend):
+@pytest.mark.parametrize("preconditioner", [None, "spectral"])
+def test_batch_items_are_independent_and_zero_rhs_gives_zero(backend, preconditioner):
     grid = gpudp.Grid(backend.small((6, 4)), boundary=("periodic", "neumann"))
     L = laplace_matrix(grid)
     rng = np.random.default_rng(8)
     shape = grid.shape
     b = np.stack([rng.standard_normal(shape), np.zeros(shape), np.full(shape, 3.0),
                   1e-6 * rng.standard_normal(shape)])
-    x, info = gpudp.poisson_solve(backend.asarray(b), grid, tol=1e-10, return_info=True)
+    x, info = gpudp.poisson_solve(backend.asarray(b), grid, tol=1e-10, return_info=True,
+                                  preconditioner=preconditioner)
     xh = backend.to_numpy(x)
     ref = b.reshape(4, -1) @ np.linalg.pinv(L).T
     np.testing.assert_array_equal(xh[1], 0.0)
@@ -147,7 +154,8 @@ def test_batch_items_are_independent_and_zero_rhs_gives_zero(backend):
     for i in (0, 3):
         assert rel(xh[i].reshape(-1), ref[i]) <= 1e-8
     assert info.converged and info.residual <= 1e-10
-    z, zinfo = gpudp.poisson_solve(backend.asarray(np.zeros(shape)), grid, return_info=True)
+    z, zinfo = gpudp.poisson_solve(backend.asarray(np.zeros(shape)), grid, return_info=True,
+                                   preconditioner=preconditioner)
     assert zinfo == gpudp.SolveInfo(0, 0.0, True)
     np.testing.assert_array_equal(backend.to_numpy(z), 0.0)
 
@@ -169,6 +177,33 @@ def test_x0_start_value(backend):
     tape.backward(y, grad=backend.asarray(np.ones(shape)))
     assert x0.grad is None and bt.grad is not None
     np.testing.assert_allclose(backend.to_numpy(y), backend.to_numpy(x), atol=1e-8)
+
+
+def test_spectral_x0_and_non_convergence(backend):
+    grid = gpudp.Grid(backend.small((8, 6)), boundary=("dirichlet", "neumann"))
+    b = backend.asarray(np.random.default_rng(9).standard_normal(grid.shape))
+    x, info = gpudp.poisson_solve(b, grid, tol=1e-10, preconditioner="spectral", return_info=True)
+    assert info.converged and info.iterations == 1
+    x2, info2 = gpudp.poisson_solve(b, grid, tol=1e-8, x0=x, preconditioner="spectral", return_info=True)
+    assert info2.iterations == 0 and info2.converged  # the start value is already a solution
+    np.testing.assert_array_equal(backend.to_numpy(x2), backend.to_numpy(x))
+    # a tolerance below rounding cannot be met: SolveError, like the other preconditioners
+    with pytest.raises(gpudp.SolveError, match=r"did not converge.*preconditioner 'spectral'") as err:
+        gpudp.poisson_solve(b, grid, tol=1e-30, preconditioner="spectral")
+    assert 1 <= err.value.iterations and 0 < err.value.residual < 1e-12
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 8])
+@pytest.mark.parametrize("kind", KINDS)
+def test_spectral_eigenbasis_diagonalises_the_1d_operator(n, kind):
+    """``Q`` orthonormal and ``−L Q = Q diag(λ)`` for the reference 1-D Laplacian of every boundary rule."""
+    from gpudp.ops._spectral import eigenbasis
+
+    Q, lam = eigenbasis(n, KINDS.index(kind))
+    A = -laplace_matrix(gpudp.Grid(n, boundary=kind))
+    np.testing.assert_allclose(Q.T @ Q, np.eye(n), atol=1e-13)
+    np.testing.assert_allclose(A @ Q, Q * lam, atol=1e-12)
+    assert (lam >= 0).all() and (lam == 0).sum() == (0 if kind == "dirichlet" else 1)
 
 
 def test_x0_on_singular_grid_ignores_its_mean():
@@ -257,7 +292,7 @@ def test_bad_inputs_raise_specific_errors():
         gpudp.poisson_solve(b, grid, x0=np.zeros((4, 3), np.float32))
     with pytest.raises(ValueError, match=r"poisson_solve: x0 contains non-finite values"):
         gpudp.poisson_solve(b, grid, x0=np.full((4, 3), np.nan))
-    with pytest.raises(ValueError, match=r"preconditioner must be None or 'jacobi', got 'ilu'"):
+    with pytest.raises(ValueError, match=r"preconditioner must be None, 'jacobi' or 'spectral', got 'ilu'"):
         gpudp.poisson_solve(b, grid, preconditioner="ilu")
     with pytest.raises(ValueError, match=r"poisson_solve: maxiter must be an int >= 1, got 0"):
         gpudp.poisson_solve(b, grid, maxiter=0)

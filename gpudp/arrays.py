@@ -62,6 +62,12 @@ def apply(fn, *arrays):
     For Numba device arrays the computation runs on host copies and the result is moved back to the device:
     a slow path that only glue code on the CuPy-less ``numba-cuda`` backend takes.
     """
+    ref = arrays[0]
+    if isinstance(ref, np.ndarray):  # the common case, without the search below
+        out = fn(np, *arrays)
+        if isinstance(out, tuple):
+            return tuple(_as_ndarray(o) for o in out)
+        return np.asarray(out) if isinstance(out, np.generic) else out
     ref = next(a for a in arrays if is_array(a))
     xp = namespace(ref)
     if xp is not None:

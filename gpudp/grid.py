@@ -26,7 +26,9 @@ class Grid:
     A grid is an immutable value object: equal parameters compare and hash equal.
     """
 
-    __slots__ = ("_shape", "_spacing", "_boundary")
+    # _derived: values the operators derive from the grid on every call, computed once (see
+    # gpudp.ops._validate.grid_facts); not part of the grid's value
+    __slots__ = ("_shape", "_spacing", "_boundary", "_derived")
 
     def __init__(self, shape, spacing=1.0, boundary="periodic"):
         if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
@@ -63,6 +65,7 @@ class Grid:
         self._shape = shape
         self._spacing = spacing
         self._boundary = tuple(boundary)
+        self._derived = None
 
     @staticmethod
     def _per_axis(value, ndim, name):

@@ -241,13 +241,23 @@ class _Node:
     def __init__(self, op, ctx, inputs, outputs):
         self.op = op
         self.ctx = ctx
-        self.input_uids = tuple(t._uid if t is not None else None for t in inputs)
-        self.input_refs = tuple(weakref.ref(t) if t is not None else None for t in inputs)
-        self.input_versions = tuple(t._version if t is not None else None for t in inputs)
+        uids, refs, versions = [], [], []
+        for t in inputs:
+            if t is None:
+                uids.append(None)
+                refs.append(None)
+                versions.append(None)
+            else:
+                uids.append(t._uid)
+                refs.append(weakref.ref(t))
+                versions.append(t._version)
+        self.input_uids = tuple(uids)
+        self.input_refs = tuple(refs)
+        self.input_versions = tuple(versions)
         # which inputs required a gradient when recorded: only those can ever receive one (the operator
         # may have saved nothing for the others)
         self.input_requires = tuple(ctx.needs_input_grad)
-        self.output_uids = tuple(t._uid for t in outputs)
+        self.output_uids = tuple([t._uid for t in outputs])
 
 
 class Operator:
@@ -285,22 +295,38 @@ class Operator:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        tensors = tuple(x if isinstance(x, Tensor) else None for x in inputs)
-        raw = tuple(x.data if isinstance(x, Tensor) else x for x in inputs)
-        tape = current_tape()
-        needs = tuple(t is not None and t.requires_grad for t in tensors)
-        record = tape is not None and any(needs)
-        ctx = Context(needs if record else (False,) * len(inputs))
+        # one pass over the inputs: the tensors (None for other values), the raw values, who needs a gradient
+        tensors, raw, needs = [], [], []
+        has_tensor = any_need = False
+        for x in inputs:
+            if isinstance(x, Tensor):
+                has_tensor = True
+                tensors.append(x)
+                raw.append(x._data)
+                needs.append(x.requires_grad)
+                any_need = any_need or x.requires_grad
+            else:
+                tensors.append(None)
+                raw.append(x)
+                needs.append(False)
+        tape = current_tape() if any_need else None
+        record = tape is not None
+        ctx = Context(tuple(needs) if record else (False,) * len(inputs))
         out = cls.forward(ctx, *raw, **params)
-        if all(t is None for t in tensors):
+        if not has_tensor:
             return out
-        multi = isinstance(out, tuple)
-        outs = tuple(Tensor(o, requires_grad=record) for o in (out if multi else (out,)))
+        if not isinstance(out, tuple):
+            o = Tensor(out, requires_grad=record)
+            if record:
+                o._node = True
+                tape._record(_Node(cls, ctx, tensors, (o,)))
+            return o
+        outs = tuple([Tensor(o, requires_grad=record) for o in out])
         if record:
             for o in outs:
                 o._node = True
             tape._record(_Node(cls, ctx, tensors, outs))
-        return outs if multi else outs[0]
+        return outs
 
 
 class Tape:
@@ -398,7 +424,7 @@ class Tape:
             if out.size != 1:
                 raise TapeError(f"Tape.backward: the output has shape {out.shape}; a non-scalar output needs "
                                 f"a seed: backward(out, grad=array of shape {out.shape})")
-            seed = arrays.apply(lambda xp, x: xp.ones_like(x), out.data)
+            seed = arrays.apply(lambda xp, x: xp.ones(x.shape, x.dtype), out.data)
         else:
             seed = grad.data if isinstance(grad, Tensor) else grad
             if not arrays.is_array(seed) or tuple(seed.shape) != out.shape:
@@ -420,7 +446,10 @@ class Tape:
 
         grads = {out._uid: seed}
         for node in reversed(self._nodes):
-            if not any(uid in grads for uid in node.output_uids):
+            for uid in node.output_uids:
+                if uid in grads:
+                    break
+            else:  # no gradient reached this node's outputs
                 continue
             needs = []
             for uid, ref, version, required in zip(node.input_uids, node.input_refs, node.input_versions,

@@ -123,7 +123,10 @@ def _resolve(name):
 def get_backend(name=None):
     """The backend object called ``name``, or the active one when ``name`` is None."""
     if name is None:
-        name = current_backend_name()
+        name = current_backend_name()  # already resolved and available
+        inst = _instances.get(name)
+        if inst is not None:
+            return inst
     name = _resolve(name)
     with _lock:
         if name not in _instances:

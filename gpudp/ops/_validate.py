@@ -51,7 +51,7 @@ def check_grid(fn, grid):
 
 
 def check_scalar(fn, name, value, positive=False, nonnegative=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if type(value) is not float and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
         if not (hasattr(value, "shape") and value.shape == () and np.dtype(value.dtype).kind == "f"):
             raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__}")
     v = float(value)
@@ -65,6 +65,8 @@ def check_scalar(fn, name, value, positive=False, nonnegative=False):
 
 
 def check_int(fn, name, value, minimum):
+    if type(value) is int and value >= minimum:
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{fn}: {name} must be an int >= {minimum}, got {value!r}")
     return int(value)
@@ -72,8 +74,23 @@ def check_int(fn, name, value, minimum):
 
 def padded(grid):
     """``(shape3, ndim, bc3)``: the grid padded with leading unit axes to three dimensions."""
-    pad = 3 - grid.ndim
-    return (1,) * pad + grid.shape, grid.ndim, (0,) * pad + grid.boundary_codes
+    return grid_facts(grid)[0]
+
+
+def grid_facts(grid):
+    """``(padded(grid), grid.size, spacing)`` with ``spacing`` a read-only float64 NumPy array, computed once
+    per grid and kept on it (a grid is immutable)."""
+    try:
+        facts = grid._derived
+    except AttributeError:  # a grid unpickled from a version without the slot
+        facts = None
+    if facts is None:
+        pad = 3 - grid.ndim
+        spacing = np.asarray(grid.spacing, np.float64)
+        spacing.flags.writeable = False
+        facts = (((1,) * pad + grid.shape, grid.ndim, (0,) * pad + grid.boundary_codes), grid.size, spacing)
+        grid._derived = facts
+    return facts
 
 
 def shape_error(fn, name, got, expected):

@@ -487,7 +487,7 @@ def max_abs_rows(x):
     and reads a temporary, single-threaded); small ones take NumPy's way, quicker than a kernel call."""
     rows, n = x.shape
     if x.size < _PARALLEL_MIN_CELLS:
-        return np.abs(x).max(axis=-1).astype(np.float64)
+        return np.abs(x).max(axis=-1).astype(np.float64, copy=False)
     itype = np.int32 if x.dtype == np.float32 else np.int64
     mask = itype(np.iinfo(itype).max)  # all bits but the sign
     nch = (n + _MAX_ABS_CHUNK - 1) // _MAX_ABS_CHUNK
@@ -596,13 +596,24 @@ def _driver(parallel, serial, serial_1d, size, ndim):
     return serial_1d if ndim == 1 else serial
 
 
+def _coefficients(coef, dtype):
+    """``coef`` in the arrays' dtype (Python floats are float64 to Numba: the same signature, cheaper)."""
+    c0, c1, c2 = coef
+    if dtype == np.float64:
+        return float(c0), float(c1), float(c2)
+    return dtype.type(c0), dtype.type(c1), dtype.type(c2)
+
+
 def advect_forward(d, u, coef, bc, shape3, ndim, steps, save_states):
     Bu, F, N = d.shape
     out = np.empty_like(d)
     states = np.empty((steps,) + d.shape, d.dtype) if save_states else np.empty(0, d.dtype)
     fwd = _driver(_forward_par, _forward_ser, _forward_ser_1d, d.size, ndim)
-    fwd(d.reshape(-1), u.reshape(-1), out.reshape(-1), states.reshape(-1), steps, Bu, F, *shape3, ndim,
-        *(d.dtype.type(c) for c in coef), *bc, save_states)
+    c0, c1, c2 = _coefficients(coef, d.dtype)
+    n0, n1, n2 = shape3
+    b0, b1, b2 = bc
+    fwd(d.reshape(-1), u.reshape(-1), out.reshape(-1), states.reshape(-1), steps, Bu, F, n0, n1, n2, ndim,
+        c0, c1, c2, b0, b1, b2, save_states)
     return out, (states if save_states else None)
 
 
@@ -612,6 +623,9 @@ def advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u):
     gu = np.empty_like(u) if need_u else np.empty(0, g.dtype)
     st = states.reshape(-1) if need_u else np.empty(0, g.dtype)
     adj = _driver(_adjoint_par, _adjoint_ser, _adjoint_ser_1d, g.size, ndim)
-    adj(g.reshape(-1), st, u.reshape(-1), gd.reshape(-1), gu.reshape(-1), steps, Bu, F, *shape3, ndim,
-        *(g.dtype.type(c) for c in coef), *bc, need_d, need_u)
+    c0, c1, c2 = _coefficients(coef, g.dtype)
+    n0, n1, n2 = shape3
+    b0, b1, b2 = bc
+    adj(g.reshape(-1), st, u.reshape(-1), gd.reshape(-1), gu.reshape(-1), steps, Bu, F, n0, n1, n2, ndim,
+        c0, c1, c2, b0, b1, b2, need_d, need_u)
     return (gd if need_d else None), (gu if need_u else None)

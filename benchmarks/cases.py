@@ -252,6 +252,24 @@ class _AdvectBase(Case):
     def release(self):
         self._sets, self._sets_key = None, None
 
+    def diagnostics(self, cfg, backend, env, timer):
+        """CPU profile of the 2-D float32 case (the target's): the same calls with one thread instead of all
+        (does the time halve, i.e. is each core limited by what it alone can pull from memory?) and with one
+        input set (the data stays in the last-level cache: the time the arithmetic and the caches need)."""
+        if backend.name != "cpu" or cfg.shape != (1024, 1024) or cfg.dtype != "float32" or env.smoke:
+            return {}
+        import numba
+
+        rotated = timer(self.gpudp_impl(cfg, backend, env).fn).median
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            one_thread = timer(self.gpudp_impl(cfg, backend, env).fn).median
+        finally:
+            numba.set_num_threads(threads)
+        in_cache = timer(self.gpudp_impl(cfg, backend, env, sets=1).fn).median
+        return {"threads": threads, "rotated_s": rotated, "one_thread_s": one_thread, "in_cache_s": in_cache}
+
 
 class AdvectForward(_AdvectBase):
     name = "advect_fwd"
@@ -260,12 +278,12 @@ class AdvectForward(_AdvectBase):
     def bytes(self, cfg, iterations=None):
         return (len(cfg.shape) + 2) * cfg.cells * cfg.itemsize
 
-    def gpudp_impl(self, cfg, backend, env):
+    def gpudp_impl(self, cfg, backend, env, sets=None):
         gp = _gpudp()
         grid = gp.Grid(cfg.shape)
         dt, _ = self.coef(cfg)
         sets = Rotation([(backend.asarray(d, cfg.dtype), backend.asarray(u, cfg.dtype))
-                         for d, u, _ in self._host_sets(cfg, env, len(cfg.shape) + 2)])
+                         for d, u, _ in self._host_sets(cfg, env, len(cfg.shape) + 2)[:sets]])
 
         def run():
             d, u = sets.next()
@@ -298,12 +316,12 @@ class AdvectAdjoint(_AdvectBase):
     def bytes(self, cfg, iterations=None):
         return (2 * len(cfg.shape) + 3) * cfg.cells * cfg.itemsize
 
-    def gpudp_impl(self, cfg, backend, env):
+    def gpudp_impl(self, cfg, backend, env, sets=None):
         gp = _gpudp()
         grid = gp.Grid(cfg.shape)
         dt, _ = self.coef(cfg)
         prepared = []
-        for d, u, g in self._host_sets(cfg, env, 2 * len(cfg.shape) + 3):
+        for d, u, g in self._host_sets(cfg, env, 2 * len(cfg.shape) + 3)[:sets]:
             _, back = gp.vjp(lambda d_, u_: gp.advect_upwind(d_, u_, dt, grid, check_cfl=False),
                              backend.asarray(d, cfg.dtype), backend.asarray(u, cfg.dtype))
             prepared.append((back, backend.asarray(g, cfg.dtype)))

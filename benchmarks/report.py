@@ -84,6 +84,13 @@ def evaluate_targets(records, probes):
             if st:
                 row["detail"] += (f"; a plain 3-read/1-write loop with ordinary stores reached {st['gbps']:.1f} GB/s "
                                   f"({100 * st['gbps'] / bw:.0f} %) in the same run")
+            dg = g.get("diagnostics") or {}
+            if "one_thread_s" in dg:
+                row["detail"] += (f"; profile: {dg['rotated_s'] * 1e3:.2f} ms on {dg['threads']} threads, "
+                                  f"{dg['one_thread_s'] * 1e3:.2f} ms on 1 thread "
+                                  f"({dg['one_thread_s'] / dg['rotated_s']:.2f}× slower), "
+                                  f"{dg['in_cache_s'] * 1e3:.2f} ms with the inputs in cache "
+                                  f"({dg['rotated_s'] / dg['in_cache_s']:.2f}× faster than from memory)")
         elif tid == "seed_vs_jax":
             j = _find(records, case, config, impl="jax")
             if j is None:

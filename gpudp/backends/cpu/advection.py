@@ -293,18 +293,24 @@ def _adjoint_d_interior(gr, o, g, u, base, ub, N, n2, ndim, up0, lo0, up1, lo1, 
 
 
 @njit(inline="always")
-def _adjoint_du_interior(gr, o, g, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up1, lo1, c0, c1, c2):
-    """Both gradients on cells ``1 … n2−2`` of a fast row in one pass (one field; ``gu`` overwritten):
-    what one step's adjoint of a single field computes, each input row read once."""
+def _adjoint_du_interior(gr, o, g, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up1, lo1, c0, c1, c2, assign):
+    """Both gradients on cells ``1 … n2−2`` of a fast row in one pass (one field; ``gu`` overwritten when
+    ``assign``, else added to): one step's adjoint with each input row read once."""
     dr = d[base:base + n2]
     kz = ub + (ndim - 1) * N
     wz = u[kz:kz + n2]
     qz = gu[kz:kz + n2]
     if ndim == 1:
-        for i in range(1, n2 - 1):
-            gv = gr[i]
-            o[i] = gv + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1])
-            qz[i] = _gu_term(c2, gv, wz[i], dr[i + 1], dr[i], dr[i - 1])
+        if assign:
+            for i in range(1, n2 - 1):
+                gv = gr[i]
+                o[i] = gv + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1])
+                qz[i] = _gu_term(c2, gv, wz[i], dr[i + 1], dr[i], dr[i - 1])
+        else:
+            for i in range(1, n2 - 1):
+                gv = gr[i]
+                o[i] = gv + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1])
+                qz[i] += _gu_term(c2, gv, wz[i], dr[i + 1], dr[i], dr[i - 1])
     elif ndim == 2:
         wy = u[ub:ub + n2]
         qy = gu[ub:ub + n2]
@@ -318,7 +324,12 @@ def _adjoint_du_interior(gr, o, g, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up
             gv = gr[i]
             o[i] = (gv + _gd_term(c1, gv, wy[i], wy_lo[i], gy_lo[i], wy_up[i], gy_up[i])
                     + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1]))
-            qy[i], qz[i] = _gu_terms_2d(i, gr, dr, wy, wz, dy_up, dy_lo, c1, c2)
+            ty, tz = _gu_terms_2d(i, gr, dr, wy, wz, dy_up, dy_lo, c1, c2)
+            if assign:
+                qy[i], qz[i] = ty, tz
+            else:
+                qy[i] += ty
+                qz[i] += tz
     else:
         wx = u[ub:ub + n2]
         qx = gu[ub:ub + n2]
@@ -341,7 +352,13 @@ def _adjoint_du_interior(gr, o, g, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up
             o[i] = (gv + _gd_term(c0, gv, wx[i], wx_lo[i], gx_lo[i], wx_up[i], gx_up[i])
                     + _gd_term(c1, gv, wy[i], wy_lo[i], gy_lo[i], wy_up[i], gy_up[i])
                     + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1]))
-            qx[i], qy[i], qz[i] = _gu_terms_3d(i, gr, dr, wx, wy, wz, dx_up, dx_lo, dy_up, dy_lo, c0, c1, c2)
+            tx, ty, tz = _gu_terms_3d(i, gr, dr, wx, wy, wz, dx_up, dx_lo, dy_up, dy_lo, c0, c1, c2)
+            if assign:
+                qx[i], qy[i], qz[i] = tx, ty, tz
+            else:
+                qx[i] += tx
+                qy[i] += ty
+                qz[i] += tz
 
 
 @njit(inline="always")
@@ -432,9 +449,9 @@ def _adjoint_row_body(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0,
         base = (b * F + f) * N + row
         gr = g[base:base + n2]
         assign = f == 0 and not accumulate
-        if need_g and need_u and assign:
+        if need_g and need_u:
             _adjoint_du_interior(gr, gout[base:base + n2], g, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up1, lo1,
-                                 c0, c1, c2)
+                                 c0, c1, c2, assign)
             continue
         if need_g:
             _adjoint_d_interior(gr, gout[base:base + n2], g, u, base, ub, N, n2, ndim, up0, lo0, up1, lo1,

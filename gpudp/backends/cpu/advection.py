@@ -320,14 +320,18 @@ def _adjoint_du_interior(gr, o, g, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up
         gy_lo = g[base + lo1:base + lo1 + n2]
         dy_up = d[base + up1:base + up1 + n2]
         dy_lo = d[base + lo1:base + lo1 + n2]
-        for i in range(1, n2 - 1):
-            gv = gr[i]
-            o[i] = (gv + _gd_term(c1, gv, wy[i], wy_lo[i], gy_lo[i], wy_up[i], gy_up[i])
-                    + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1]))
-            ty, tz = _gu_terms_2d(i, gr, dr, wy, wz, dy_up, dy_lo, c1, c2)
-            if assign:
-                qy[i], qz[i] = ty, tz
-            else:
+        if assign:  # separate loops: a branch inside would keep LLVM from vectorising
+            for i in range(1, n2 - 1):
+                gv = gr[i]
+                o[i] = (gv + _gd_term(c1, gv, wy[i], wy_lo[i], gy_lo[i], wy_up[i], gy_up[i])
+                        + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1]))
+                qy[i], qz[i] = _gu_terms_2d(i, gr, dr, wy, wz, dy_up, dy_lo, c1, c2)
+        else:
+            for i in range(1, n2 - 1):
+                gv = gr[i]
+                o[i] = (gv + _gd_term(c1, gv, wy[i], wy_lo[i], gy_lo[i], wy_up[i], gy_up[i])
+                        + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1]))
+                ty, tz = _gu_terms_2d(i, gr, dr, wy, wz, dy_up, dy_lo, c1, c2)
                 qy[i] += ty
                 qz[i] += tz
     else:
@@ -347,15 +351,20 @@ def _adjoint_du_interior(gr, o, g, d, u, gu, base, ub, N, n2, ndim, up0, lo0, up
         gy_lo = g[base + lo1:base + lo1 + n2]
         dy_up = d[base + up1:base + up1 + n2]
         dy_lo = d[base + lo1:base + lo1 + n2]
-        for i in range(1, n2 - 1):
-            gv = gr[i]
-            o[i] = (gv + _gd_term(c0, gv, wx[i], wx_lo[i], gx_lo[i], wx_up[i], gx_up[i])
-                    + _gd_term(c1, gv, wy[i], wy_lo[i], gy_lo[i], wy_up[i], gy_up[i])
-                    + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1]))
-            tx, ty, tz = _gu_terms_3d(i, gr, dr, wx, wy, wz, dx_up, dx_lo, dy_up, dy_lo, c0, c1, c2)
-            if assign:
-                qx[i], qy[i], qz[i] = tx, ty, tz
-            else:
+        if assign:
+            for i in range(1, n2 - 1):
+                gv = gr[i]
+                o[i] = (gv + _gd_term(c0, gv, wx[i], wx_lo[i], gx_lo[i], wx_up[i], gx_up[i])
+                        + _gd_term(c1, gv, wy[i], wy_lo[i], gy_lo[i], wy_up[i], gy_up[i])
+                        + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1]))
+                qx[i], qy[i], qz[i] = _gu_terms_3d(i, gr, dr, wx, wy, wz, dx_up, dx_lo, dy_up, dy_lo, c0, c1, c2)
+        else:
+            for i in range(1, n2 - 1):
+                gv = gr[i]
+                o[i] = (gv + _gd_term(c0, gv, wx[i], wx_lo[i], gx_lo[i], wx_up[i], gx_up[i])
+                        + _gd_term(c1, gv, wy[i], wy_lo[i], gy_lo[i], wy_up[i], gy_up[i])
+                        + _gd_term(c2, gv, wz[i], wz[i - 1], gr[i - 1], wz[i + 1], gr[i + 1]))
+                tx, ty, tz = _gu_terms_3d(i, gr, dr, wx, wy, wz, dx_up, dx_lo, dy_up, dy_lo, c0, c1, c2)
                 qx[i] += tx
                 qy[i] += ty
                 qz[i] += tz

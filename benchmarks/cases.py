@@ -492,7 +492,13 @@ class PoissonSolve(Case):
         return _poisson_available()
 
     def configs(self, kind, sizes):
-        return [Config(f"{shape_label(s)} {dt}", tuple(s), dt) for s, dt in size_table(sizes, kind)["poisson"]]
+        """Each size with plain CG (the default, the baselines' method) and with the spectral preconditioner
+        (no baselines of its own: compare with the plain row)."""
+        out = []
+        for s, dt in size_table(sizes, kind)["poisson"]:
+            out.append(Config(f"{shape_label(s)} {dt}", tuple(s), dt, {"preconditioner": None}))
+            out.append(Config(f"{shape_label(s)} {dt} (spectral)", tuple(s), dt, {"preconditioner": "spectral"}))
+        return out
 
     def bytes(self, cfg, iterations):
         return (6 * (iterations or 0) + 2) * cfg.cells * cfg.itemsize
@@ -506,15 +512,20 @@ class PoissonSolve(Case):
         b = backend.asarray(self._rhs(cfg, env), cfg.dtype)
         info = {}
 
+        pc = cfg.params.get("preconditioner")
+
         def run():
-            _, si = gp.poisson_solve(b, grid, tol=POISSON_TOL, throw=False, return_info=True)
+            _, si = gp.poisson_solve(b, grid, tol=POISSON_TOL, throw=False, return_info=True, preconditioner=pc)
             info.update(residual=si.residual, converged=si.converged)
             return si.iterations
 
         return _counted(run, _clock(backend), _host_sync(backend), info=info,
-                        warmup_fn=lambda: gp.poisson_solve(b, grid, tol=POISSON_TOL, maxiter=3, throw=False))
+                        warmup_fn=lambda: gp.poisson_solve(b, grid, tol=POISSON_TOL, maxiter=3, throw=False,
+                                                           preconditioner=pc))
 
     def baselines(self, cfg, env):
+        if cfg.params.get("preconditioner"):
+            return {}
         bcs = ("dirichlet",) * len(cfg.shape)
         maxiter = 10 * cfg.cells
         out = {}

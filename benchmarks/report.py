@@ -245,7 +245,7 @@ Byte models (the fewest bytes each operation must move: each input read once, ea
 | `advect_adj` | read `g`, `d`, `u`; write `∂d`, `∂u`: `(2D + 3)·N·s` |
 | `seed_grad` | read `d0`, `u`, `target`; write loss and `∂u`: `4·N·8 + 8` B (latency-bound: the 128-cell problem lives in L1) |
 | `cg_iter` | one CG iteration maps the state `(x, r, p)` to the next: read 3 and write 3 vectors, `6·N·s`. `q = A p` is an intermediate. CG's two global reductions force at least two passes over the data, so even a fully fused implementation moves about `10·N·s`: the 2× target leaves room for that and nothing more |
-| `poisson_solve` | `iterations × 6·N·s` (the CG-iteration model) `+ 2·N·s` (read `b`, write `x`) |
+| `poisson_solve` | `iterations × 6·N·s` (the CG-iteration model) `+ 2·N·s` (read `b`, write `x`); for the spectral rows the same formula, which leaves out the dense transforms (compute-bound matrix products): compare their times, not their bandwidth |
 | `project_grad` | forward and backward: each reads its field and writes the projected one (`2·F·s`, `F` faces), and each runs one solve (`iterations × 6·N·s`) |
 
 A time is the median of repeated calls after warm-up; IQR is the interquartile range relative to the median.

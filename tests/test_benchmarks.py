@@ -74,7 +74,8 @@ def test_byte_models_and_sizes(monkeypatch):
     assert labels == ["1024x1024 float32", "1024x1024 float64", "128x128x128 float32", "128x128x128 float64"]
     gpu = [c.label for c in C.AdvectForward().configs("gpu", "default")]
     assert gpu[0] == "4096x4096 float32" and gpu[-1] == "256x256x256 float64"
-    assert [c.label for c in C.PoissonSolve().configs("cpu", "default")] == ["512x512 float64", "1024x1024 float32"]
+    assert [c.label for c in C.PoissonSolve().configs("cpu", "default")] == [
+        "512x512 float64", "512x512 float64 (spectral)", "1024x1024 float32", "1024x1024 float32 (spectral)"]
     explicit = C.parse_sizes("64x64,16x16x16")
     assert [c.shape for c in C.AdvectForward().configs("cpu", explicit)][::2] == [(64, 64), (16, 16, 16)]
     assert [c.shape for c in C.CGIteration().configs("cpu", explicit)] == [(64, 64)]

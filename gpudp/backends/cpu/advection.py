@@ -478,8 +478,44 @@ def _adjoint_row(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, 
 @njit(cache=True)
 def _adjoint_row_1d(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_g, need_u,
                     accumulate):
-    """:func:`_adjoint_row_body` compiled for 1-D grids: the padded sizes are constants."""
-    _adjoint_row_body(g, gout, d, u, gu, r, F, 1, 1, n2, 1, _ZERO, _ZERO, c2, 0, 0, b2, need_g, need_u, accumulate)
+    """:func:`_adjoint_row_body` for 1-D grids (row ``r`` is velocity field ``r``), written out: the same
+    arithmetic in the same order, without the other dimensions' code (a quarter of the compile time)."""
+    ub = r * n2
+    fast = n2 >= 3
+    for i in range(0, n2, n2 - 1 if fast else 1):
+        _adjoint_cell(g, gout, d, u, gu, r, i, 0, 0, i, F, 1, 1, n2, 1, _ZERO, _ZERO, c2, 0, 0, b2,
+                      need_g, need_u, accumulate)
+    if not fast:
+        return
+    w = u[ub:ub + n2]
+    q = gu[ub:ub + n2] if need_u else w
+    for f in range(F):
+        base = (r * F + f) * n2
+        gr = g[base:base + n2]
+        o = gout[base:base + n2] if need_g else gr
+        dr = d[base:base + n2] if need_u else gr
+        if need_u and f == 0 and not accumulate:  # the first contribution overwrites gu
+            if need_g:
+                for i in range(1, n2 - 1):
+                    gv = gr[i]
+                    o[i] = gv + _gd_term(c2, gv, w[i], w[i - 1], gr[i - 1], w[i + 1], gr[i + 1])
+                    q[i] = _gu_term(c2, gv, w[i], dr[i + 1], dr[i], dr[i - 1])
+            else:
+                for i in range(1, n2 - 1):
+                    q[i] = _gu_term(c2, gr[i], w[i], dr[i + 1], dr[i], dr[i - 1])
+        elif need_u:
+            if need_g:
+                for i in range(1, n2 - 1):
+                    gv = gr[i]
+                    o[i] = gv + _gd_term(c2, gv, w[i], w[i - 1], gr[i - 1], w[i + 1], gr[i + 1])
+                    q[i] += _gu_term(c2, gv, w[i], dr[i + 1], dr[i], dr[i - 1])
+            else:
+                for i in range(1, n2 - 1):
+                    q[i] += _gu_term(c2, gr[i], w[i], dr[i + 1], dr[i], dr[i - 1])
+        elif need_g:
+            for i in range(1, n2 - 1):
+                gv = gr[i]
+                o[i] = gv + _gd_term(c2, gv, w[i], w[i - 1], gr[i - 1], w[i + 1], gr[i + 1])
 
 
 # -- max |x| per row (the CFL check) --------------------------------------------------------------------------

@@ -475,49 +475,6 @@ def _adjoint_row(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, 
     _adjoint_row_body(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_g, need_u, accumulate)
 
 
-@njit(cache=True)
-def _adjoint_row_1d(g, gout, d, u, gu, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_g, need_u,
-                    accumulate):
-    """:func:`_adjoint_row_body` for 1-D grids (row ``r`` is velocity field ``r``), written out: the same
-    arithmetic in the same order, without the other dimensions' code (a quarter of the compile time)."""
-    ub = r * n2
-    fast = n2 >= 3
-    for i in range(0, n2, n2 - 1 if fast else 1):
-        _adjoint_cell(g, gout, d, u, gu, r, i, 0, 0, i, F, 1, 1, n2, 1, _ZERO, _ZERO, c2, 0, 0, b2,
-                      need_g, need_u, accumulate)
-    if not fast:
-        return
-    w = u[ub:ub + n2]
-    q = gu[ub:ub + n2] if need_u else w
-    for f in range(F):
-        base = (r * F + f) * n2
-        gr = g[base:base + n2]
-        o = gout[base:base + n2] if need_g else gr
-        dr = d[base:base + n2] if need_u else gr
-        if need_u and f == 0 and not accumulate:  # the first contribution overwrites gu
-            if need_g:
-                for i in range(1, n2 - 1):
-                    gv = gr[i]
-                    o[i] = gv + _gd_term(c2, gv, w[i], w[i - 1], gr[i - 1], w[i + 1], gr[i + 1])
-                    q[i] = _gu_term(c2, gv, w[i], dr[i + 1], dr[i], dr[i - 1])
-            else:
-                for i in range(1, n2 - 1):
-                    q[i] = _gu_term(c2, gr[i], w[i], dr[i + 1], dr[i], dr[i - 1])
-        elif need_u:
-            if need_g:
-                for i in range(1, n2 - 1):
-                    gv = gr[i]
-                    o[i] = gv + _gd_term(c2, gv, w[i], w[i - 1], gr[i - 1], w[i + 1], gr[i + 1])
-                    q[i] += _gu_term(c2, gv, w[i], dr[i + 1], dr[i], dr[i - 1])
-            else:
-                for i in range(1, n2 - 1):
-                    q[i] += _gu_term(c2, gr[i], w[i], dr[i + 1], dr[i], dr[i - 1])
-        elif need_g:
-            for i in range(1, n2 - 1):
-                gv = gr[i]
-                o[i] = gv + _gd_term(c2, gv, w[i], w[i - 1], gr[i - 1], w[i + 1], gr[i + 1])
-
-
 # -- max |x| per row (the CFL check) --------------------------------------------------------------------------
 
 _MAX_ABS_CHUNK = 1 << 16
@@ -561,9 +518,10 @@ def max_abs_rows(x):
 # -- drivers (all steps in one compiled call) ---------------------------------------------------------------
 #
 # The drivers call a row function (``row_fn``) per row, compiled once for any dimension. Small 1-D grids get
-# a serial driver whose row function has the padded sizes as constants: on the 128-cell demo a step takes
-# about a hundred nanoseconds, and the generic row's index arithmetic and untaken branches would add half of
-# that again.
+# serial drivers of their own (on the 128-cell demo a step takes about a hundred nanoseconds, and overheads
+# that are nothing on large grids dominate): the forward one calls a row function with the padded sizes as
+# constants; the adjoint one is written out in full, with no array views and no helper taking arrays, since
+# each of those costs a pair of atomic reference-count updates, more than a step's arithmetic.
 
 @njit(inline="always")
 def _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, row_fn):
@@ -609,6 +567,14 @@ def _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1,
         cur = dst
 
 
+@njit(inline="always")
+def _end_neighbours(i, n, bc):
+    """Positions of the lower and upper neighbours of end cell ``i`` of a 1-D row, ``-1`` for a ghost."""
+    lo = i - 1 if i > 0 else (n - 1 if bc == 0 else -1)
+    up = i + 1 if i + 1 < n else (0 if bc == 0 else -1)
+    return lo, up
+
+
 def _forward_serial(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save):
     _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, _forward_row)
 
@@ -634,8 +600,98 @@ def _adjoint_parallel(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, 
 
 def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d,
                        need_u):
-    _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u,
-                   _adjoint_row_1d)
+    """The adjoint of :func:`_forward_serial_1d`: :func:`_adjoint_steps` with the 1-D rows written out (the
+    same arithmetic in the same order as :func:`_adjoint_cell` and the row loops), indexing by offsets. The
+    interior loops use unsigned indices: no negative-index wrap-around, so LLVM vectorises them."""
+    size = g.size
+    W = np.empty(2 * size, g.dtype)  # the gradient of the current and of the next state, side by side
+    W[:size] = g
+    D = states if need_u else W
+    c = c2
+    one = np.uint64(1)
+    cur = 0
+    for k in range(steps):
+        t = steps - 1 - k
+        nxt = size - cur
+        doff = t * size if need_u else 0
+        need_g = need_d or t > 0
+        accumulate = k > 0
+        for r in range(Bu):
+            ub = r * n2
+            # end cells (every cell of rows shorter than 3) with the ghost rules
+            for e in range(2 if n2 >= 3 else n2):
+                i = e if n2 < 3 or e == 0 else n2 - 1
+                lo, up = _end_neighbours(i, n2, b2)
+                w = u[ub + i]
+                acc = _ZERO
+                for f in range(F):
+                    fb = (r * F + f) * n2
+                    gv = W[cur + fb + i]
+                    if need_g:
+                        s = c * (min(w, _ZERO) - max(w, _ZERO)) * gv
+                        if lo >= 0:
+                            s -= c * min(u[ub + lo], _ZERO) * W[cur + fb + lo]
+                        elif b2 == 2:
+                            s += c * max(w, _ZERO) * gv
+                        if up >= 0:
+                            s += c * max(u[ub + up], _ZERO) * W[cur + fb + up]
+                        elif b2 == 2:
+                            s -= c * min(w, _ZERO) * gv
+                        W[nxt + fb + i] = gv + s
+                    if need_u:
+                        v = D[doff + fb + i]
+                        dup = D[doff + fb + up] if up >= 0 else (_ZERO if b2 == 1 else v)
+                        dlo = D[doff + fb + lo] if lo >= 0 else (_ZERO if b2 == 1 else v)
+                        acc += _gu_term(c, gv, w, dup, v, dlo)
+                if need_u:
+                    if not accumulate:
+                        gu[ub + i] = 0.0
+                    gu[ub + i] += acc
+            if n2 < 3:
+                continue
+            ubu = np.uint64(ub)
+            for f in range(F):
+                fb = (r * F + f) * n2
+                gb = np.uint64(cur + fb)
+                ob = np.uint64(nxt + fb)
+                db = np.uint64(doff + fb)
+                if need_u and f == 0 and not accumulate:
+                    if need_g:
+                        for j in range(1, n2 - 1):
+                            i = np.uint64(j)
+                            gv = W[gb + i]
+                            w = u[ubu + i]
+                            W[ob + i] = gv + _gd_term(c, gv, w, u[ubu + i - one], W[gb + i - one], u[ubu + i + one],
+                                                      W[gb + i + one])
+                            gu[ubu + i] = _gu_term(c, gv, w, D[db + i + one], D[db + i], D[db + i - one])
+                    else:
+                        for j in range(1, n2 - 1):
+                            i = np.uint64(j)
+                            gu[ubu + i] = _gu_term(c, W[gb + i], u[ubu + i], D[db + i + one], D[db + i],
+                                                   D[db + i - one])
+                elif need_u:
+                    if need_g:
+                        for j in range(1, n2 - 1):
+                            i = np.uint64(j)
+                            gv = W[gb + i]
+                            w = u[ubu + i]
+                            W[ob + i] = gv + _gd_term(c, gv, w, u[ubu + i - one], W[gb + i - one], u[ubu + i + one],
+                                                      W[gb + i + one])
+                            gu[ubu + i] += _gu_term(c, gv, w, D[db + i + one], D[db + i], D[db + i - one])
+                    else:
+                        for j in range(1, n2 - 1):
+                            i = np.uint64(j)
+                            gu[ubu + i] += _gu_term(c, W[gb + i], u[ubu + i], D[db + i + one], D[db + i],
+                                                    D[db + i - one])
+                elif need_g:
+                    for j in range(1, n2 - 1):
+                        i = np.uint64(j)
+                        gv = W[gb + i]
+                        W[ob + i] = gv + _gd_term(c, gv, u[ubu + i], u[ubu + i - one], W[gb + i - one],
+                                                  u[ubu + i + one], W[gb + i + one])
+        cur = nxt
+    if need_d:
+        gd[:] = W[cur:cur + size]
 
 
 # Drivers: parallel for large grids, serial (prange runs as range) for small ones, and serial for 1-D grids,

@@ -64,6 +64,12 @@ class Budget:
     max_repeats: int = 200
     max_time: float = 3.0
 
+    def done(self, n, spent):
+        """True when ``n`` timed calls taking ``spent`` seconds in all are enough."""
+        if n >= self.max_repeats or (n >= self.repeats and (spent >= self.min_time or spent >= self.max_time)):
+            return True
+        return spent >= self.max_time and n >= 3
+
 
 SMOKE_BUDGET = Budget(warmup=1, repeats=3, min_time=0.0, max_repeats=3, max_time=1.0)
 
@@ -82,11 +88,7 @@ def time_host(fn, budget, sync=None):
         if sync:
             sync()
         samples.append(time.perf_counter() - t0)
-        spent = time.perf_counter() - t_start
-        n = len(samples)
-        if n >= budget.max_repeats or (n >= budget.repeats and (spent >= budget.min_time or spent >= budget.max_time)):
-            break
-        if spent >= budget.max_time and n >= 3:
+        if budget.done(len(samples), time.perf_counter() - t_start):
             break
     return summarise(samples)
 
@@ -106,11 +108,7 @@ def time_cuda(fn, budget):
         end.record()
         end.synchronize()
         samples.append(cupy.cuda.get_elapsed_time(start, end) * 1e-3)
-        spent = time.perf_counter() - t_start
-        n = len(samples)
-        if n >= budget.max_repeats or (n >= budget.repeats and (spent >= budget.min_time or spent >= budget.max_time)):
-            break
-        if spent >= budget.max_time and n >= 3:
+        if budget.done(len(samples), time.perf_counter() - t_start):
             break
     return summarise(samples)
 

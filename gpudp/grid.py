@@ -28,7 +28,7 @@ class Grid:
 
     # _derived: values the operators derive from the grid on every call, computed once (see
     # gpudp.ops._validate.grid_facts); not part of the grid's value
-    __slots__ = ("_shape", "_spacing", "_boundary", "_derived")
+    __slots__ = ("_shape", "_spacing", "_boundary", "_derived", "_geometry")
 
     def __init__(self, shape, spacing=1.0, boundary="periodic"):
         if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
@@ -66,6 +66,7 @@ class Grid:
         self._spacing = spacing
         self._boundary = tuple(boundary)
         self._derived = None
+        self._geometry = None
 
     @staticmethod
     def _per_axis(value, ndim, name):

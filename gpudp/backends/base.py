@@ -110,3 +110,52 @@ class Backend:
         ``residual`` the largest relative residual as a Python float (0 for a zero right-hand side, whose
         solution is 0). Never raises for non-convergence: the operator decides."""
         raise NotImplementedError
+
+    # -- MAC (staggered) advection and interpolation (gpudp.ops.mac, DESIGN.md §6) --------------------------
+    #
+    # ``geom`` is a :class:`gpudp.geometry.Geometry` (padded shape, ndim, boundary codes, spacing). Layouts:
+    # cell fields ``(Bu, F, N)``: ``F`` advected fields per velocity field, ``Bu`` velocity fields; a velocity
+    # is a tuple of ``ndim`` face arrays, the component of padded axis ``a = 3 - ndim + k`` shaped
+    # ``(Bu, M_a)`` with ``M_a = geom.face_count(a)``; an advected staggered field is a tuple of ``ndim``
+    # face arrays shaped ``(Bu, F, M_a)``. ``dt`` is a Python float. The solid mask of ``geom`` is ignored
+    # (DESIGN.md §6). Adjoints gather (no atomics); ``gu`` sums over the ``F`` fields (and the steps).
+
+    def mac_advect_cells(self, q, u, dt, geom, steps, save_states):
+        """``steps`` donor-cell (flux-form upwind) steps of the cell fields ``q`` by the staggered ``u``.
+        Returns ``(q_T, states)``; ``states`` is ``None`` unless ``save_states``, then ``(steps, Bu, F, N)``
+        holding ``q^0 … q^{T-1}``."""
+        raise NotImplementedError
+
+    def mac_advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u):
+        """Vector–Jacobian product of :meth:`mac_advect_cells`; ``g`` is ``(Bu, F, N)``, ``states`` the saved
+        ``q^0 … q^{T-1}`` (``None`` allowed when not ``need_u``). Returns ``(gq or None, gu or None)``, ``gu`` a
+        tuple shaped like ``u``."""
+        raise NotImplementedError
+
+    def mac_advect_faces(self, q, u, dt, geom):
+        """One step of the staggered fields ``q`` (tuple of ``(Bu, F, M_a)``) by ``u``; returns a tuple shaped
+        like ``q``. Boundary faces of a non-periodic axis ``a`` in component ``a`` keep their value."""
+        raise NotImplementedError
+
+    def mac_advect_faces_adjoint(self, g, q, u, dt, geom, need_q, need_u):
+        """Vector–Jacobian product of :meth:`mac_advect_faces`: ``g`` shaped like ``q``; returns
+        ``(gq or None, gu or None)``, tuples shaped like ``q`` and ``u``. For self-advection the caller passes the
+        same arrays as ``q`` and ``u`` and adds the two gradients."""
+        raise NotImplementedError
+
+    def mac_at_centers(self, u, geom):
+        """``c[k]_i = ½(u_k[i] + u_k[i + e_k])``: tuple of ``(B, M_a)`` → ``(B, ndim, N)``."""
+        raise NotImplementedError
+
+    def mac_at_centers_adjoint(self, g, geom):
+        """Transpose of :meth:`mac_at_centers`: ``(B, ndim, N)`` → tuple of ``(B, M_a)``."""
+        raise NotImplementedError
+
+    def mac_at_faces(self, c, geom):
+        """Face ``f`` of axis ``a``: ``½(c_{f−e_a} + c_f)`` with the ghost rules at boundary faces:
+        ``(B, N)`` → tuple of ``(B, M_a)``."""
+        raise NotImplementedError
+
+    def mac_at_faces_adjoint(self, g, geom):
+        """Transpose of :meth:`mac_at_faces`: tuple of ``(B, M_a)`` → ``(B, N)``."""
+        raise NotImplementedError

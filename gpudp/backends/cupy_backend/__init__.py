@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 
 from ..base import Backend
-from . import _module, advection, difference, poisson
+from . import _module, advection, difference, mac, poisson
 
 
 class CupyBackend(Backend):
@@ -118,3 +118,28 @@ class CupyBackend(Backend):
         self.launches["cg_solve"] += 1   # solves (each is many cg_* launches)
         return poisson.cg_solve(self, b, x0, inv_dx, bc, shape3, ndim, tol, maxiter, singular,
                                 preconditioner, check_every)
+
+    # -- MAC (staggered) advection and interpolation (mac.py, kernels/mac.cu) ------------------------------
+    def mac_advect_cells(self, q, u, dt, geom, steps, save_states):
+        return mac.advect_cells(self, q, u, dt, geom, steps, save_states)
+
+    def mac_advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u):
+        return mac.advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u)
+
+    def mac_advect_faces(self, q, u, dt, geom):
+        return mac.advect_faces(self, q, u, dt, geom)
+
+    def mac_advect_faces_adjoint(self, g, q, u, dt, geom, need_q, need_u):
+        return mac.advect_faces_adjoint(self, g, q, u, dt, geom, need_q, need_u)
+
+    def mac_at_centers(self, u, geom):
+        return mac.at_centers(self, u, geom)
+
+    def mac_at_centers_adjoint(self, g, geom):
+        return mac.at_centers_adjoint(self, g, geom)
+
+    def mac_at_faces(self, c, geom):
+        return mac.at_faces(self, c, geom)
+
+    def mac_at_faces_adjoint(self, g, geom):
+        return mac.at_faces_adjoint(self, g, geom)

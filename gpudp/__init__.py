@@ -14,6 +14,7 @@ from .grid import Grid
 from .ops.advection import advect_upwind
 from .ops.difference import divergence, laplace, spatial_gradient
 from .ops.losses import l2_loss, mse
+from .ops.mac import advect_mac, at_centers, at_faces
 from .ops.poisson import SolveInfo, last_solve_info, poisson_solve
 from .ops.projection import project
 from .tape import Operator, Tape, Tensor, tensor
@@ -35,9 +36,9 @@ def to_numpy(x):
 
 
 __all__ = [
-    "BackendError", "BackendInfo", "GpudpError", "GradcheckError", "Grid", "GridError", "Operator",
-    "ShapeError", "SolveError", "SolveInfo", "StabilityError", "Tape", "TapeError", "Tensor", "advect_upwind",
-    "asarray", "available_backends", "current_backend_name", "divergence", "get_backend", "gradcheck", "l2_loss",
-    "laplace", "last_solve_info", "mse", "poisson_solve", "project", "set_backend", "spatial_gradient",
-    "tensor", "to_numpy", "use_backend", "value_and_grad", "vjp",
+    "BackendError", "BackendInfo", "GpudpError", "GradcheckError", "Grid", "GridError", "Operator", "ShapeError",
+    "SolveError", "SolveInfo", "StabilityError", "Tape", "TapeError", "Tensor", "advect_mac", "advect_upwind",
+    "asarray", "at_centers", "at_faces", "available_backends", "current_backend_name", "divergence", "get_backend",
+    "gradcheck", "l2_loss", "laplace", "last_solve_info", "mse", "poisson_solve", "project", "set_backend",
+    "spatial_gradient", "tensor", "to_numpy", "use_backend", "value_and_grad", "vjp",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m gpudp info | demo [advection|pressure|learn] | bench``."""
+"""Command line: ``python -m gpudp info | demo [advection|pressure|smoke|learn] | bench``."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +22,7 @@ def _info(args):
 
 def _demo(args):
     from .demo import run_demos
-    return run_demos(args.which, out=args.out, backend=args.backend, quiet=args.quiet)
+    return run_demos(args.which, out=args.out, backend=args.backend, quiet=args.quiet, tol=args.tol)
 
 
 def _bench(args):
@@ -38,10 +38,13 @@ def main(argv=None):
     p = sub.add_parser("info", help="list the backends, their devices and why any is unavailable")
     p.set_defaults(func=_info)
     p = sub.add_parser("demo", help="run the demos (default: all)")
-    p.add_argument("which", nargs="*", default=[], help="advection, pressure, learn (default: advection pressure)")
+    p.add_argument("which", nargs="*", default=[],
+                   help="advection, pressure, smoke, learn (default: advection pressure smoke)")
     p.add_argument("--out", default=None, help="folder for the figures (default: ./gpudp-output)")
     p.add_argument("--backend", default=None, help="backend to use (default: the active one, normally auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--tol", type=float, default=None,
+                   help="Poisson tolerance of the smoke demo (default 1e-6; 1e-10 for backend comparisons)")
     p.set_defaults(func=_demo)
     p = sub.add_parser("bench", help="run the benchmark suite (same as python -m benchmarks)")
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -1,6 +1,6 @@
 """Dense float64 reference matrices of the staggered operators, built entry by entry from DESIGN.md §2–3
-(independent of the kernels): for tiny grids, ``D @ u``, ``G @ p``, ``L @ p`` and ``pinv(L)`` are the
-references of divergence, spatial_gradient, laplace and poisson_solve."""
+(and §6 for obstacles), independent of the kernels: for tiny grids, ``D @ u``, ``G @ p``, ``L @ p`` and
+``pinv(L)`` are the references of divergence, spatial_gradient, laplace and poisson_solve."""
 import itertools
 
 import numpy as np
@@ -111,3 +111,112 @@ def wall_mask(shape, boundary):
             m[tuple(idx)] = 0.0
         parts.append(m.reshape(-1))
     return np.concatenate(parts)
+
+
+# -- obstacles (DESIGN.md §6) ---------------------------------------------------------------------------------
+
+def _face_cells(f, k, shape, boundary):
+    """The cells below and above face ``f`` of axis ``k`` (``None`` outside the domain)."""
+    n = shape[k]
+    below, above = list(f), list(f)
+    below[k] = f[k] - 1
+    if boundary[k] == "periodic":
+        below[k] %= n
+    lo = tuple(below) if below[k] >= 0 else None
+    hi = tuple(above) if above[k] < n else None
+    return lo, hi
+
+
+def open_face_mask(shape, boundary, solid):
+    """1 on the open faces, 0 on the closed ones (stacked layout): a face is closed when it touches a solid
+    cell or is a neumann boundary face; a dirichlet boundary face is open unless its cell is solid."""
+    parts = []
+    for k, fs in enumerate(face_shapes(shape, boundary)):
+        m = np.zeros(fs)
+        for f in itertools.product(*(range(s) for s in fs)):
+            lo, hi = _face_cells(f, k, shape, boundary)
+            if (lo is None or hi is None) and boundary[k] == "neumann":
+                continue
+            cells = [c for c in (lo, hi) if c is not None]
+            if any(solid[c] for c in cells):
+                continue
+            m[f] = 1.0
+        parts.append(m.reshape(-1))
+    return np.concatenate(parts)
+
+
+def solid_gradient_matrix(shape, spacing, boundary, solid):
+    """``spatial_gradient`` with obstacles: the rows of the closed faces are 0."""
+    return gradient_matrix(shape, spacing, boundary) * open_face_mask(shape, boundary, solid)[:, None]
+
+
+def solid_laplace_matrix(shape, spacing, boundary, solid):
+    """``laplace = divergence ∘ spatial_gradient`` with obstacles (``D W G``)."""
+    return divergence_matrix(shape, spacing, boundary) @ solid_gradient_matrix(shape, spacing, boundary, solid)
+
+
+def fluid_regions(shape, boundary, solid):
+    """Connected fluid regions through open faces, by flood fill: ``(labels, sealed)`` with ``labels`` a
+    flat int array (−1 for solid cells) and ``sealed[k]`` True when region ``k`` touches no open dirichlet
+    boundary face."""
+    N = int(np.prod(shape))
+    fs = face_shapes(shape, boundary)
+    om = split_faces(open_face_mask(shape, boundary, solid), shape, boundary)
+    nbrs = [[] for _ in range(N)]
+    touches = np.zeros(N, bool)
+    for k in range(len(shape)):
+        for f in itertools.product(*(range(s) for s in fs[k])):
+            if not om[k][f]:
+                continue
+            lo, hi = _face_cells(f, k, shape, boundary)
+            if lo is None or hi is None:  # an open boundary face: dirichlet
+                touches[np.ravel_multi_index(lo if lo is not None else hi, shape)] = True
+                continue
+            a, b = np.ravel_multi_index(lo, shape), np.ravel_multi_index(hi, shape)
+            nbrs[a].append(b)
+            nbrs[b].append(a)
+    labels = np.full(N, -1)
+    flat_solid = np.asarray(solid).reshape(-1)
+    sealed = []
+    for start in range(N):
+        if flat_solid[start] or labels[start] >= 0:
+            continue
+        k = len(sealed)
+        labels[start] = k
+        stack, touch = [start], False
+        while stack:
+            c = stack.pop()
+            touch |= touches[c]
+            for d in nbrs[c]:
+                if labels[d] < 0:
+                    labels[d] = k
+                    stack.append(d)
+        sealed.append(not touch)
+    return labels, np.array(sealed, bool)
+
+
+def solid_pseudo_inverse(shape, spacing, boundary, solid):
+    """The pseudo-inverse of the obstacle Laplacian, region by region: the inverse of each region's block,
+    or its pseudo-inverse when the region is sealed (then the block's null space is the region's constant);
+    0 for solid cells."""
+    L = solid_laplace_matrix(shape, spacing, boundary, solid)
+    labels, sealed = fluid_regions(shape, boundary, solid)
+    out = np.zeros_like(L)
+    for k, is_sealed in enumerate(sealed):
+        idx = np.flatnonzero(labels == k)
+        block = L[np.ix_(idx, idx)]
+        out[np.ix_(idx, idx)] = np.linalg.pinv(block) if is_sealed else np.linalg.inv(block)
+    return out
+
+
+def range_projection(shape, boundary, solid):
+    """``Π``: zero on solid cells, each sealed region's mean removed (the orthogonal projection onto the range
+    of the obstacle Laplacian)."""
+    labels, sealed = fluid_regions(shape, boundary, solid)
+    N = labels.size
+    P = np.diag((labels >= 0).astype(float))
+    for k, is_sealed in enumerate(sealed):
+        if is_sealed:
+            idx = np.flatnonzero(labels == k)
+            P[np.ix_(idx, idx)] -= 1.0 / idx.size
+    return P

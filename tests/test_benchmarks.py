@@ -11,7 +11,8 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CASES = {"advect_fwd", "advect_adj", "seed_grad", "poisson_solve", "cg_iter", "project_grad"}
+CASES = {"advect_fwd", "advect_adj", "seed_grad", "poisson_solve", "cg_iter", "project_grad",
+         "mac_fwd", "mac_adj", "smoke_fwd", "smoke_adj", "smoke_demo"}
 
 
 def _env():
@@ -43,8 +44,10 @@ def _check_run(folder):
         [(r["case"], r["status"]) for r in gpudp_rows if r["status"] != "ok"]
     for r in gpudp_rows:
         assert r["median_s"] > 0 and r["timing"]["repeats"] >= 1
-        if r["case"] in ("advect_fwd", "advect_adj", "cg_iter"):
+        if r["case"] in ("advect_fwd", "advect_adj", "cg_iter", "mac_fwd", "mac_adj", "smoke_fwd", "smoke_adj"):
             assert r["bytes"] > 0 and r["pct_bw"] > 0
+        if r["case"] in ("smoke_fwd", "smoke_adj", "smoke_demo"):
+            assert r["iterations"] > 0   # the CG iterations of the step's solves were counted
         if r["case"] == "cg_iter":
             assert r["iterations"] == 50
     assert run["probes"]["cpu"]["gbps"] > 0
@@ -81,6 +84,39 @@ def test_byte_models_and_sizes(monkeypatch):
     assert [c.shape for c in C.CGIteration().configs("cpu", explicit)] == [(64, 64)]
     with pytest.raises(ValueError):
         C.parse_sizes("64y64")
+
+
+def test_mac_and_smoke_case_configurations(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import cases as C
+    from benchmarks import cases_smoke as S
+    f32 = C.Config("", (1024, 1024), "float32", {"variant": "density"})
+    F = 2 * 1024 * 1025                                                  # faces of a closed 1024² box
+    assert S.faces((1024, 1024)) == F and S.faces((4, 5, 6)) == 5 * 6 * 5 + 4 * 6 * 6 + 4 * 5 * 7
+    assert S.MacForward().bytes(f32) == (2 * 1024 * 1024 + F) * 4         # q, u read; q' written
+    assert S.MacAdjoint().bytes(f32) == (3 * 1024 * 1024 + 2 * F) * 4     # g, q, u read; ∂q, ∂u written
+    self_adv = C.Config("", (1024, 1024), "float32", {"variant": "velocity"})
+    assert S.MacForward().bytes(self_adv) == 2 * F * 4                    # u read, u' written
+    assert S.MacAdjoint().bytes(self_adv) == 3 * F * 4                    # g, u read; ∂u written
+    f64 = C.Config("", (64, 64), "float64", {"obstacle": True})
+    F64 = 2 * 64 * 65
+    assert S.SmokeForward().bytes(f64, 10) == (2 * 64 * 64 + 2 * F64 + 60 * 64 * 64) * 8
+    assert S.SmokeAdjoint().bytes(f64, 10) == (3 * 64 * 64 + 3 * F64 + 60 * 64 * 64) * 8
+    assert S.SmokeForward().bytes(f64, None) is None                     # JAX's cg reports no iterations
+    assert [c.label for c in S.MacForward().configs("cpu", "default")] == [
+        "1024x1024 float32 density", "1024x1024 float32 velocity", "128x128x128 float32 density",
+        "128x128x128 float32 velocity"]
+    assert [c.label for c in S.SmokeAdjoint().configs("cpu", "default")] == [
+        "64x64 obstacle float64", "64x64 open float64", "128x128 obstacle float64", "128x128 open float64"]
+    assert [c.shape for c in S.SmokeForward().configs("gpu", "default")][::2] == [(64, 64), (1024, 1024)]
+    demo = S.SmokeDemo().configs("cpu", "default")
+    assert [c.label for c in demo] == ["64x64 T=100 float64 (tol 1e-06)"] and demo[0].params["steps"] == 100
+    assert S.SmokeDemo().configs("cpu", "smoke")[0].params["steps"] == 2
+    explicit = C.parse_sizes("64x64,32x48,16x16x16")
+    assert [c.shape for c in S.SmokeForward().configs("cpu", explicit)][::2] == [(64, 64)]   # square 2-D only
+    assert [c.shape for c in S.MacAdjoint().configs("cpu", explicit)][::2] == [(64, 64), (32, 48), (16, 16, 16)]
+    assert {c.name for c in C.select(["mac", "smoke"])} == {"mac_fwd", "mac_adj", "smoke_fwd", "smoke_adj",
+                                                            "smoke_demo"}
 
 
 @pytest.mark.slow

@@ -111,6 +111,11 @@ class Backend:
         solution is 0). Never raises for non-convergence: the operator decides."""
         raise NotImplementedError
 
+    # Optional: ``cg_solve_masked(b, x0, obstacles, tol, maxiter, preconditioner, check_every)``, the Poisson
+    # solve on a grid with obstacles (``obstacles``: ``gpudp.ops.obstacles.ObstacleFacts``; contract of
+    # ``cg_solve`` with the null space of DESIGN.md §6). A backend without it gets the conjugate gradients that
+    # ``gpudp.ops.masked_cg.composed_cg`` composes from its difference kernels and array module.
+
     # -- MAC (staggered) advection and interpolation (gpudp.ops.mac, DESIGN.md §6) --------------------------
     #
     # ``geom`` is a :class:`gpudp.geometry.Geometry` (padded shape, ndim, boundary codes, spacing). Layouts:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import importlib
 import pathlib
 
-DEMOS = ("advection", "pressure", "learn")
-DEFAULT = ("advection", "pressure")
+DEMOS = ("advection", "pressure", "smoke", "learn")
+DEFAULT = ("advection", "pressure", "smoke")
 
 
-def run_demos(which=(), out=None, backend=None, quiet=False):
-    """Run the named demos (default: advection and pressure) on ``backend`` (default: the active one)."""
+def run_demos(which=(), out=None, backend=None, quiet=False, tol=None):
+    """Run the named demos (default: advection, pressure and smoke) on ``backend`` (default: the active
+    one). ``tol``: the Poisson tolerance of the smoke demo (default its own, 1e-6)."""
     import gpudp
     which = tuple(which) or DEFAULT
     for name in which:
@@ -26,6 +27,7 @@ def run_demos(which=(), out=None, backend=None, quiet=False):
     results = {}
     for name in which:
         module = importlib.import_module(f"gpudp.demo.{name}")
-        results[name] = module.run(out_dir, quiet=quiet)
+        options = {"tol": tol} if (name == "smoke" and tol is not None) else {}
+        results[name] = module.run(out_dir, quiet=quiet, **options)
     print(f"figures written to {out_dir}")
     return 0

@@ -11,10 +11,16 @@ faces along a periodic axis (face ``i`` is the lower face of cell ``i``), ``n_k 
 Ghost cells: periodic wraps, dirichlet is 0, neumann repeats the boundary cell, so the gradient on a neumann
 boundary face is 0 (a solid wall) and ``laplace = divergence ∘ spatial_gradient``.
 
+Obstacles (``grid.solid``, DESIGN.md §6): with the open-face mask ``W`` (``gpudp.ops.obstacles``: a face is
+closed when it touches a solid cell or is a neumann boundary face) the gradient is ``W G`` (0 on closed faces),
+the divergence is unchanged and ``laplace = D W G`` (0 in solid cells, symmetric); the mask is applied to the
+faces between the kernels. Grids without obstacles take the kernels alone.
+
 All three are linear; their vector–Jacobian products are the transposed operators, each a hand-written
-kernel (``stag_divergence_adjoint``, ``stag_gradient_adjoint``; the Laplacian is symmetric). Nothing is saved
-on the tape. Each operator takes and returns the ``D`` face arrays as separate tensors: a staggered field is
-``D`` inputs of :class:`Divergence` and ``D`` outputs of :class:`SpatialGradient`.
+kernel (``stag_divergence_adjoint``, ``stag_gradient_adjoint``; the Laplacian is symmetric; with obstacles
+``(W G)ᵀ g = Gᵀ (W g)``). Nothing is saved on the tape. Each operator takes and returns the ``D`` face arrays
+as separate tensors: a staggered field is ``D`` inputs of :class:`Divergence` and ``D`` outputs of
+:class:`SpatialGradient`.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from ..backends import get_backend
 from ..errors import ShapeError
 from ..tape import Operator
 from . import _validate as V
+from .obstacles import mask_faces, masked_laplace, open_masks
 
 
 def kernel_args(grid):
@@ -126,6 +133,8 @@ class SpatialGradient(Operator):
     def forward(ctx, p, *, grid, backend, lead):
         B = lead[0] if lead else 1
         faces = backend.stag_gradient(_cells(backend, p, B, grid), *kernel_args(grid))
+        if grid.solid is not None:
+            faces = mask_faces(backend, faces, open_masks(backend, p.dtype, grid))
         ctx.params = (grid, backend, lead, p.dtype)
         return tuple(f.reshape(lead + grid.face_shape(k)) for k, f in enumerate(faces))
 
@@ -140,6 +149,8 @@ class SpatialGradient(Operator):
             size = math.prod(grid.face_shape(k))
             filled.append(backend.zeros((B, size), dtype) if g is None
                           else backend.ascontiguous(g).reshape(B, size))
+        if grid.solid is not None:
+            filled = mask_faces(backend, filled, open_masks(backend, dtype, grid))
         gp = backend.stag_gradient_adjoint(tuple(filled), *kernel_args(grid))
         return (gp.reshape(lead + grid.shape),)
 
@@ -149,17 +160,25 @@ class Laplace(Operator):
 
     @staticmethod
     def forward(ctx, p, *, grid, backend, lead):
-        B = lead[0] if lead else 1
         ctx.params = (grid, backend, lead)
-        return backend.laplace(_cells(backend, p, B, grid), *kernel_args(grid)).reshape(lead + grid.shape)
+        return _laplace(backend, p, grid, lead)
 
     @staticmethod
     def backward(ctx, g):
         grid, backend, lead = ctx.params
         if g is None:
             return (None,)
-        B = lead[0] if lead else 1
-        return (backend.laplace(_cells(backend, g, B, grid), *kernel_args(grid)).reshape(lead + grid.shape),)
+        return (_laplace(backend, g, grid, lead),)
+
+
+def _laplace(backend, p, grid, lead):
+    B = lead[0] if lead else 1
+    cells = _cells(backend, p, B, grid)
+    if grid.solid is None:
+        out = backend.laplace(cells, *kernel_args(grid))
+    else:
+        out = masked_laplace(backend, cells, *kernel_args(grid), open_masks(backend, p.dtype, grid))
+    return out.reshape(lead + grid.shape)
 
 
 def divergence(u, grid):
@@ -186,9 +205,10 @@ def spatial_gradient(p, grid):
     """Gradient of the cell field ``p`` on the faces: ``(p_f − p_{f−e_k}) / Δx_k`` for component ``k``.
 
     Ghost values outside the domain: periodic wraps, dirichlet is 0; on a neumann boundary face the gradient
-    is 0 (a solid wall). ``p`` has shape ``grid.shape`` or ``(B, *grid.shape)``. Returns a tuple of ``D``
-    face arrays (Tensors when ``p`` is a Tensor), component ``k`` of shape ``grid.face_shape(k)`` with the
-    same batch prefix. Gradients flow to ``p`` through the transposed gradient kernel.
+    is 0 (a solid wall), and so on every face that touches a solid cell of ``grid.solid``. ``p`` has shape
+    ``grid.shape`` or ``(B, *grid.shape)``. Returns a tuple of ``D`` face arrays (Tensors when ``p`` is a
+    Tensor), component ``k`` of shape ``grid.face_shape(k)`` with the same batch prefix. Gradients flow to
+    ``p`` through the transposed gradient kernel.
     """
     fn = "spatial_gradient"
     V.check_grid(fn, grid)
@@ -199,7 +219,8 @@ def spatial_gradient(p, grid):
 
 def laplace(p, grid):
     """Laplacian ``Σ_k (p_{i+e_k} − 2 p_i + p_{i−e_k}) / Δx_k²`` of the cell field ``p`` with the grid's ghost
-    rules; equals ``divergence(spatial_gradient(p))``. ``p`` has shape ``grid.shape`` or
+    rules; equals ``divergence(spatial_gradient(p))``, also with obstacles (then faces touching a solid cell
+    carry no flux, and the result is 0 in solid cells). ``p`` has shape ``grid.shape`` or
     ``(B, *grid.shape)``; the result has the same shape. Symmetric: its adjoint is itself."""
     fn = "laplace"
     V.check_grid(fn, grid)

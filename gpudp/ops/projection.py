@@ -9,6 +9,13 @@ faces because the gradient is 0 there. Each piece records itself on the tape, so
 product runs the transposed pieces in reverse, with exactly one (implicit) solve. With the wall mask ``W``,
 ``divergence = D``, ``spatial_gradient = G`` and ``Gᵀ = −D W``, the projector ``P = W − G L⁺ D W`` is
 symmetric: its vector–Jacobian product is the projection of the incoming gradient.
+
+Obstacles (``grid.solid``, DESIGN.md §6): ``ũ`` is ``u`` with every closed face set to 0 (the neumann walls and
+every face touching a solid cell: no flow through walls or obstacles), ``W`` is the open-face mask, the
+gradient ``W G`` and the solve the obstacle-aware one; ``u_new`` is exactly 0 on closed faces and
+``divergence(u_new) = divergence(ũ) − laplace(p)`` vanishes on the fluid cells to the solver tolerance (the flux
+``divergence(ũ)`` of a sealed region sums to 0, so nothing of it is lost to the mean removal). The projector
+``P = W − W G L⁺ D W`` is again symmetric.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from ..tape import Operator
 from . import _validate as V
 from . import elementwise as E
 from .difference import Divergence, SpatialGradient, check_staggered
+from .obstacles import MaskFaces
 from .poisson import poisson_solve
 
 _FN = "project"
@@ -57,7 +65,8 @@ def project(u, grid, **solve_options):
     u : tuple of ``D`` Tensors or arrays
         Staggered field, component ``k`` of shape ``grid.face_shape(k)`` or ``(B, *grid.face_shape(k))``.
         Values on neumann (wall) boundary faces are ignored (they get zero gradient) and are 0 in the
-        result: walls are impermeable.
+        result: walls are impermeable. With obstacles (``grid.solid``) the same holds for every face that
+        touches a solid cell.
     grid : gpudp.Grid
     **solve_options
         Passed to :func:`gpudp.poisson_solve`: ``tol``, ``maxiter``, ``x0`` (a start pressure), ``preconditioner``,
@@ -73,8 +82,11 @@ def project(u, grid, **solve_options):
     V.check_grid(_FN, grid)
     backend = get_backend()
     _, lead = check_staggered(_FN, "u", u, grid, backend)
-    masked = tuple(ZeroWalls.apply(c, axis=len(lead) + k) if grid.boundary[k] == "neumann" else c
-                   for k, c in enumerate(u))
+    if grid.solid is not None:
+        masked = tuple(MaskFaces.apply(c, grid=grid, axis=k, backend=backend) for k, c in enumerate(u))
+    else:
+        masked = tuple(ZeroWalls.apply(c, axis=len(lead) + k) if grid.boundary[k] == "neumann" else c
+                       for k, c in enumerate(u))
     div = Divergence.apply(*masked, grid=grid, backend=backend, lead=lead)
     solved = poisson_solve(div, grid, **solve_options)
     p, info = solved if solve_options.get("return_info") else (solved, None)

@@ -80,6 +80,60 @@ class CpuBackend(Backend):
         return poisson.cg_solve(b, x0, inv_dx, bc, shape3, ndim, tol, maxiter, singular, preconditioner,
                                 check_every)
 
+    def cg_solve_masked(self, b, x0, obstacles, tol, maxiter, preconditioner, check_every):
+        """The Poisson solve with obstacles (``gpudp.ops.masked_cg``) as one compiled call."""
+        from . import obstacles as _obstacles
+        self.launches["cg_solve_masked"] += 1
+        return _obstacles.cg_solve_masked(self, b, x0, obstacles, tol, maxiter, preconditioner)
+
+    # -- MAC advection and interpolation (gpudp.ops.mac; kernels in mac.py) -------------------------------------
+    def mac_advect_cells(self, q, u, dt, geom, steps, save_states):
+        from . import mac
+        self.launches["mac_cells_forward"] += 1
+        return mac.advect_cells(q, u, dt, geom, steps, save_states)
+
+    def mac_advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u):
+        from . import mac
+        # one fused pass per step: counted under the gradients it computes
+        if need_u:
+            self.launches["mac_cells_adjoint_u"] += 1
+        if need_q or steps > 1:
+            self.launches["mac_cells_adjoint_q"] += 1
+        return mac.advect_cells_adjoint(g, states, u, dt, geom, steps, need_q, need_u)
+
+    def mac_advect_faces(self, q, u, dt, geom):
+        from . import mac
+        self.launches["mac_faces_forward"] += 1
+        return mac.advect_faces(q, u, dt, geom)
+
+    def mac_advect_faces_adjoint(self, g, q, u, dt, geom, need_q, need_u):
+        from . import mac
+        if need_q:
+            self.launches["mac_faces_adjoint_q"] += 1
+        if need_u:
+            self.launches["mac_faces_adjoint_u"] += 1
+        return mac.advect_faces_adjoint(g, q, u, dt, geom, need_q, need_u)
+
+    def mac_at_centers(self, u, geom):
+        from . import mac
+        self.launches["mac_at_centers"] += 1
+        return mac.at_centers(u, geom)
+
+    def mac_at_centers_adjoint(self, g, geom):
+        from . import mac
+        self.launches["mac_at_centers_adjoint"] += 1
+        return mac.at_centers_adjoint(g, geom)
+
+    def mac_at_faces(self, c, geom):
+        from . import mac
+        self.launches["mac_at_faces"] += 1
+        return mac.at_faces(c, geom)
+
+    def mac_at_faces_adjoint(self, g, geom):
+        from . import mac
+        self.launches["mac_at_faces_adjoint"] += 1
+        return mac.at_faces_adjoint(g, geom)
+
 
 def _info():
     import os

@@ -174,3 +174,36 @@ class NumbaCudaBackend(Backend):
     def cg_solve(self, b, x0, inv_dx, bc, shape3, ndim, tol, maxiter, singular, preconditioner, check_every):
         return poisson.cg_solve(self, b, x0, inv_dx, bc, shape3, ndim, tol, maxiter, singular, preconditioner,
                                 check_every)
+
+    # -- MAC advection and interpolation (gpudp.ops.mac; kernels in mac.py) ---------------------------------
+    def mac_advect_cells(self, q, u, dt, geom, steps, save_states):
+        from . import mac
+        return mac.advect_cells(self, q, u, dt, geom, steps, save_states)
+
+    def mac_advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u):
+        from . import mac
+        return mac.advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u)
+
+    def mac_advect_faces(self, q, u, dt, geom):
+        from . import mac
+        return mac.advect_faces(self, q, u, dt, geom)
+
+    def mac_advect_faces_adjoint(self, g, q, u, dt, geom, need_q, need_u):
+        from . import mac
+        return mac.advect_faces_adjoint(self, g, q, u, dt, geom, need_q, need_u)
+
+    def mac_at_centers(self, u, geom):
+        from . import mac
+        return mac.at_centers(self, u, geom)
+
+    def mac_at_centers_adjoint(self, g, geom):
+        from . import mac
+        return mac.at_centers_adjoint(self, g, geom)
+
+    def mac_at_faces(self, c, geom):
+        from . import mac
+        return mac.at_faces(self, c, geom)
+
+    def mac_at_faces_adjoint(self, g, geom):
+        from . import mac
+        return mac.at_faces_adjoint(self, g, geom)

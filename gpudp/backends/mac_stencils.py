@@ -2,10 +2,11 @@
 targets.
 
 The functions below are plain Python. :func:`build` compiles them with a decorator of the caller's choice,
-``numba.njit(inline="always")`` for the ``cpu`` backend or ``numba.cuda.jit(device=True)`` for
-``numba-cuda``, binding every helper a body calls to its compiled version. Each body computes one output
+``numba.njit`` for the ``cpu`` backend (whose loops LLVM inlines them into) or ``numba.cuda.jit(device=True)``
+for ``numba-cuda``, binding every helper a body calls to its compiled version. Each body computes one output
 entry (gather form: it reads its neighbours and writes nothing), so the same body runs in a CPU loop and in
-one CUDA thread.
+one CUDA thread. ``build(..., inside=True)`` compiles the same bodies for entries away from the boundary, with
+reads that skip the ghost rules.
 
 Conventions (the layouts of :mod:`gpudp.backends.base`): grids are padded to three axes; ``n = (n0, n1, n2)``
 cells, ``bc`` boundary codes (0 periodic, 1 dirichlet, 2 neumann), ``off = 3 - ndim`` (axes ``a < off`` are
@@ -101,10 +102,21 @@ def read_g(arr, base, x0, x1, x2, m, bc):
     return arr[base + flat(y0, y1, y2, m)]
 
 
+def read_inside(arr, base, x0, x1, x2, m, bc):
+    """:func:`read` (and :func:`read_g`) for coordinates inside the array: no ghost rule applies."""
+    return arr[base + flat(x0, x1, x2, m)]
+
+
+def upwind(w, lo, hi):
+    """The donor value: ``lo`` for ``w ≥ 0``, else ``hi``; also ``∂up/∂w``, the ``w > 0`` branch at ``w = 0``.
+    Callers load both values first, so that this is a select rather than a branch on the velocity's sign."""
+    return lo if w >= ZERO else hi
+
+
 def up(w, lo, hi):
     """Donor-cell flux: ``w·lo`` for ``w ≥ 0``, else ``w·hi`` (at ``w = 0`` both are 0, so this is DESIGN.md's
     ``w > 0`` rule)."""
-    return w * lo if w >= ZERO else w * hi
+    return w * upwind(w, lo, hi)
 
 
 # -- cell-centred fields -------------------------------------------------------------------------------------
@@ -115,10 +127,8 @@ def up(w, lo, hi):
 def cell_flux(q, qb, ua, uab, a, f0, f1, f2, n, bc):
     """``F_a[f] = up(u_a[f], q_{f−e_a}, q_f)``; ``f_a`` may be ``n_a`` (wraps when periodic)."""
     w = read(ua, uab, f0, f1, f2, face_dims(a, n, bc), bc)
-    if w >= ZERO:
-        l0, l1, l2 = shift(f0, f1, f2, a, -1)
-        return w * read(q, qb, l0, l1, l2, n, bc)
-    return w * read(q, qb, f0, f1, f2, n, bc)
+    l0, l1, l2 = shift(f0, f1, f2, a, -1)
+    return up(w, read(q, qb, l0, l1, l2, n, bc), read(q, qb, f0, f1, f2, n, bc))
 
 
 def cell_term(q, qb, ua, uab, a, x0, x1, x2, n, bc):
@@ -175,10 +185,7 @@ def cell_adjoint_u(g, q, qb, F, N, ua, uab, a, f0, f1, f2, n, bc, ca):
     for k in range(F):
         base = qb + k * N
         lam = read_g(g, base, f0, f1, f2, n, bc) - read_g(g, base, l0, l1, l2, n, bc)
-        if w >= ZERO:
-            acc += lam * read(q, base, l0, l1, l2, n, bc)
-        else:
-            acc += lam * read(q, base, f0, f1, f2, n, bc)
+        acc += lam * upwind(w, read(q, base, l0, l1, l2, n, bc), read(q, base, f0, f1, f2, n, bc))
     return ca * acc
 
 
@@ -298,7 +305,7 @@ def _dflux_g(U, g, base, ua, uab, a, i0, i1, i2, n, bc):
     h0, h1, h2 = shift(i0, i1, i2, a, 1)
     lam = g_face(g, base, a, h0, h1, h2, n, bc) - g_face(g, base, a, i0, i1, i2, n, bc)
     w = w_cell(ua, uab, a, i0, i1, i2, n, bc)
-    return lam * (read(U, base, i0, i1, i2, m, bc) if w >= ZERO else read(U, base, h0, h1, h2, m, bc))
+    return lam * upwind(w, read(U, base, i0, i1, i2, m, bc), read(U, base, h0, h1, h2, m, bc))
 
 
 def _dflux_h(U, g, base, ub_, ubb, a, b, f0, f1, f2, n, bc):
@@ -307,7 +314,7 @@ def _dflux_h(U, g, base, ub_, ubb, a, b, f0, f1, f2, n, bc):
     l0, l1, l2 = shift(f0, f1, f2, b, -1)
     lam = g_face(g, base, a, f0, f1, f2, n, bc) - g_face(g, base, a, l0, l1, l2, n, bc)
     w = w_edge(ub_, ubb, a, b, f0, f1, f2, n, bc)
-    return lam * (read(U, base, l0, l1, l2, m, bc) if w >= ZERO else read(U, base, f0, f1, f2, m, bc))
+    return lam * upwind(w, read(U, base, l0, l1, l2, m, bc), read(U, base, f0, f1, f2, m, bc))
 
 
 def _dflux_h_both(U, g, base, uk, ukb, a, k, x0, x1, x2, n, bc):
@@ -398,7 +405,7 @@ def face_value_adjoint(g0, g1, g2, gb0, gb1, gb2, x0, x1, x2, n, bc, off):
 # -- compilation -----------------------------------------------------------------------------------------------
 
 #: Every function above, compiled by :func:`build`.
-NAMES = ("face_dims", "flat", "shift", "ghost", "ghost_g", "read", "read_g", "up",
+NAMES = ("face_dims", "flat", "shift", "ghost", "ghost_g", "read", "read_g", "upwind", "up",
          "cell_flux", "cell_term", "cell_update", "cell_adjoint_term", "cell_adjoint_q", "cell_adjoint_u",
          "face_updated", "g_face", "w_cell", "w_edge", "flux_g", "flux_h", "face_h_term", "face_update",
          "face_adjoint_h_term", "face_adjoint_q", "_dflux_g", "_dflux_h", "_dflux_h_both", "face_adjoint_u",
@@ -409,20 +416,18 @@ NAMES = ("face_dims", "flat", "shift", "ghost", "ghost_g", "read", "read_g", "up
 DIGEST = hashlib.sha1(pathlib.Path(__file__).read_bytes()).hexdigest()[:10]
 
 
-#: The per-entry bodies the kernels call; :func:`build` may compile the functions they use differently.
-ENTRIES = ("cell_update", "cell_adjoint_q", "cell_adjoint_u", "face_update", "face_adjoint_q", "face_adjoint_u",
-           "center_value", "center_adjoint", "face_value", "face_value_adjoint")
+def build(jit, inside=False):
+    """The stencil bodies compiled with ``jit``, as a namespace of the names in :data:`NAMES`. Each body is
+    rebound to a globals dict holding the compiled functions, so calls between them stay compiled.
 
-
-def build(jit, helper_jit=None):
-    """The stencil bodies compiled with ``jit`` (the functions other than the :data:`ENTRIES` with
-    ``helper_jit`` when given), as a namespace of the names in :data:`NAMES`. Each body is rebound to a globals
-    dict holding the compiled functions, so calls between them stay compiled."""
+    ``inside=True`` compiles the variant for entries whose every neighbour lies inside the arrays (one cell away
+    from every boundary): ``read`` and ``read_g`` become :func:`read_inside`, the same formulas without the
+    ghost rules' branches."""
     scope = {"__builtins__": builtins, "__name__": __name__, "ZERO": ZERO, "HALF": HALF}
     for name in NAMES:
-        fn = globals()[name]
+        fn = globals()["read_inside" if inside and name in ("read", "read_g") else name]
         copy = types.FunctionType(fn.__code__, scope, name, fn.__defaults__, fn.__closure__)
         copy.__qualname__ = fn.__qualname__
         copy.__doc__ = fn.__doc__
-        scope[name] = (jit if helper_jit is None or name in ENTRIES else helper_jit)(copy)
+        scope[name] = jit(copy)
     return types.SimpleNamespace(**{name: scope[name] for name in NAMES})

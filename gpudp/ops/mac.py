@@ -3,8 +3,9 @@
 First-order upwind in flux form (donor cell, conservative), the scheme of jax-cfd's ``advect_upwind``. With
 face ``f`` of axis ``k`` between cells ``f − e_k`` and ``f`` and ``up(w, a, b) = w·a if w > 0 else w·b``::
 
-    cell-centred q:   q'_i = q_i − Δt Σ_k (F_k[i + e_k] − F_k[i]) / Δx_k,    F_k[f] = up(u_k[f], q_{f−e_k}, q_f)
-    face component a: U_a'[f] = U_a[f] − Δt [(G[f] − G[f − e_a]) / Δx_a + Σ_{b≠a} (H_b[f + e_b] − H_b[f]) / Δx_b]
+    cell-centred q:   q'_i = q_i − Δt Σ_k (F_k[i + e_k] − F_k[i]) / Δx_k,  F_k[f] = up(u_k[f], q_{f−e_k}, q_f)
+    face component a: U_a'[f] = U_a[f] − Δt [(G[f] − G[f − e_a]) / Δx_a
+                                              + Σ_{b≠a} (H_b[f + e_b] − H_b[f]) / Δx_b]
                       G[i]   = up(½(u_a[i] + u_a[i + e_a]), U_a[i], U_a[i + e_a])       (at cell centres)
                       H_b[f] = up(½(u_b[f − e_a] + u_b[f]), U_a[f − e_b], U_a[f])      (at edges)
 

@@ -39,7 +39,7 @@ def cg_solve(backend, b, x0, grid, tol, maxiter, preconditioner, check_every):
 class _Projection:
     """``Π`` and ``M⁻¹`` of one grid on one array module and dtype (built once, kept with the grid's facts)."""
 
-    __slots__ = ("fluid", "dinv", "nseal", "order", "ends", "label", "counts")
+    __slots__ = ("fluid", "dinv", "nseal", "order", "ends", "label", "counts", "seal")
 
     def __init__(self, xp, dtype, facts, inv_dx, bc, shape3, ndim):
         N = facts.fluid.size
@@ -47,7 +47,11 @@ class _Projection:
         self.dinv = xp.asarray(_inverse_diagonal(facts, inv_dx, bc, shape3, ndim).reshape(1, N).astype(dtype))
         self.nseal = facts.n_sealed
         lab = facts.sealed.reshape(-1)
-        if self.nseal:
+        self.seal = None
+        if self.nseal == 1:  # one sealed region (a closed box): a masked mean, no sorting
+            self.seal = xp.asarray((lab == 0).reshape(1, N).astype(dtype))
+            self.counts = float(facts.sealed_sizes[0])
+        elif self.nseal:
             order = np.argsort(lab, kind="stable")
             order = order[lab[order] >= 0]                # the sealed cells, grouped by region
             self.order = xp.asarray(order)
@@ -60,6 +64,9 @@ class _Projection:
         v = v * self.fluid
         if not self.nseal:
             return v
+        if self.seal is not None:
+            mean = (v * self.seal).sum(axis=1, keepdims=True, dtype=np.float64) / self.counts
+            return v - mean.astype(v.dtype) * self.seal
         cs = xp.cumsum(v[:, self.order], axis=1, dtype=np.float64)
         ends = cs[:, self.ends]
         sums = ends - xp.concatenate([xp.zeros_like(ends[:, :1]), ends[:, :-1]], axis=1)
@@ -107,7 +114,7 @@ def composed_cg(backend, b, x0, grid, tol, maxiter, preconditioner, check_every)
         return -(backend.to_numpy(out) if host else out)
 
     def dot(u, v):
-        return (u.astype(f64) * v.astype(f64)).sum(axis=1)
+        return (u.astype(f64, copy=False) * v.astype(f64, copy=False)).sum(axis=1)
 
     if host:
         b = backend.to_numpy(b)

@@ -19,8 +19,10 @@ written once (``s`` is the item size, ``N`` the cells of the grid, ``D`` its dim
                        (``6·iterations·N·s``)
 =====================  ==========================================================================================
 
-Each case lists its implementations: gpudp on every backend asked for, and the baselines of
-:mod:`benchmarks.baselines` on the same device kind.
+The staggered-advection and smoke cases (``mac_*``, ``smoke_*``) and their byte models are in
+:mod:`benchmarks.cases_smoke`. Each case lists its implementations: gpudp on every backend asked for, and the
+baselines of :mod:`benchmarks.baselines` (:mod:`benchmarks.jax_smoke` for the smoke cases) on the same device
+kind.
 """
 from __future__ import annotations
 
@@ -38,19 +40,19 @@ from .harness import Rotation, rotation_count
 SIZES = {
     "default": {
         "cpu": {"advect": [(1024, 1024), (128, 128, 128)], "poisson": [((512, 512), "float64"), ((1024, 1024), "float32")],
-                "cg": [(1024, 1024)], "project": [(512, 512)]},
+                "cg": [(1024, 1024)], "project": [(512, 512)], "smoke": [(64, 64), (128, 128)]},
         "gpu": {"advect": [(4096, 4096), (256, 256, 256)], "poisson": [((2048, 2048), "float64"), ((4096, 4096), "float32")],
-                "cg": [(4096, 4096)], "project": [(2048, 2048)]},
+                "cg": [(4096, 4096)], "project": [(2048, 2048)], "smoke": [(64, 64), (1024, 1024)]},
     },
     "small": {
         "cpu": {"advect": [(512, 512), (64, 64, 64)], "poisson": [((256, 256), "float64"), ((512, 512), "float32")],
-                "cg": [(512, 512)], "project": [(256, 256)]},
+                "cg": [(512, 512)], "project": [(256, 256)], "smoke": [(32, 32), (64, 64)]},
         "gpu": {"advect": [(2048, 2048), (128, 128, 128)], "poisson": [((1024, 1024), "float64"), ((2048, 2048), "float32")],
-                "cg": [(2048, 2048)], "project": [(1024, 1024)]},
+                "cg": [(2048, 2048)], "project": [(1024, 1024)], "smoke": [(64, 64), (512, 512)]},
     },
     "smoke": {
         kind: {"advect": [(32, 32), (8, 8, 8)], "poisson": [((16, 16), "float64"), ((16, 16), "float32")],
-               "cg": [(32, 32)], "project": [(16, 16)]}
+               "cg": [(32, 32)], "project": [(16, 16)], "smoke": [(16, 16)]}
         for kind in ("cpu", "gpu")
     },
 }
@@ -63,7 +65,8 @@ PROJECT_TOL = 1e-5
 
 def parse_sizes(text):
     """``"default"``, ``"small"``, or explicit grid shapes like ``"512x512,64x64x64"``: every case on a grid
-    runs at the shapes of its dimension (advection at 2-D and 3-D ones; the solves at 2-D ones)."""
+    runs at the shapes of its dimension (advection at 2-D and 3-D ones; the solves and the smoke step at 2-D
+    square ones)."""
     if text in ("default", "small", "smoke"):
         return text
     shapes = []
@@ -74,7 +77,7 @@ def parse_sizes(text):
         shapes.append(dims)
     two_d = [s for s in shapes if len(s) == 2]
     table = {"advect": shapes, "poisson": [(s, dt) for s in two_d for dt in ("float64", "float32")],
-             "cg": two_d, "project": two_d}
+             "cg": two_d, "project": two_d, "smoke": [s for s in two_d if s[0] == s[1]]}
     return {"cpu": table, "gpu": table}
 
 
@@ -744,18 +747,30 @@ class ProjectGradient(Case):
         return {"solves_s": inside[0] / calls, "outside_solves_s": total - inside[0] / calls, "total_s": total}
 
 
-CASES = [AdvectForward(), AdvectAdjoint(), SeedGradient(), PoissonSolve(), CGIteration(), ProjectGradient()]
-CASE_NAMES = [c.name for c in CASES]
+_CASES = [AdvectForward(), AdvectAdjoint(), SeedGradient(), PoissonSolve(), CGIteration(), ProjectGradient()]
+
+
+def __getattr__(name):
+    """``CASES`` (every case, in run order) and ``CASE_NAMES``: the cases above, then those of
+    :mod:`benchmarks.cases_smoke`, which builds on this module's classes (so it is imported on first use, and
+    either module may be imported first)."""
+    if name in ("CASES", "CASE_NAMES"):
+        from .cases_smoke import SMOKE_CASES
+        cases = _CASES + SMOKE_CASES
+        globals().update(CASES=cases, CASE_NAMES=[c.name for c in cases])
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def select(names):
+    cases = __getattr__("CASES")
     if not names:
-        return list(CASES)
+        return list(cases)
     out = []
     for n in names:
-        match = [c for c in CASES if c.name == n or c.name.startswith(n)]
+        match = [c for c in cases if c.name == n or c.name.startswith(n)]
         if not match:
-            raise ValueError(f"unknown case {n!r}; choose from {', '.join(CASE_NAMES)}")
+            raise ValueError(f"unknown case {n!r}; choose from {', '.join(c.name for c in cases)}")
         out.extend(m for m in match if m not in out)
     return out
 

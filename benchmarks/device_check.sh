@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# gpudp's one-shot check on a GPU machine: device information, the GPU tests of both GPU backends, the benchmark
-# suite at GPU sizes and the demos on both GPU backends, all within 8 minutes, every log and result under $OUT.
+# gpudp's one-shot check on a GPU machine: device information, the GPU tests of both GPU backends (every test
+# module's gpu/cudasim tests: the advection, difference, Poisson and projection operators, MAC advection
+# (test_mac.py, test_cupy_mac.py), obstacles (test_obstacles.py), ...), the benchmark suite at GPU sizes, the smoke
+# demo on both GPU backends checked against the CPU backend and JAX, and the other demos, all within 8 minutes,
+# every log and result under $OUT.
 #
 #   bash benchmarks/device_check.sh            # on the GPU machine, from the repository root
 #   bash benchmarks/device_check.sh --dry-run  # the same steps on the cpu backend, small and quick (CI)
@@ -9,7 +12,8 @@
 # is used. Files written under $OUT (a temporary folder when OUT is unset), flat, at most 8:
 #   device.txt   device and software information, then the summary of every step
 #   tests.log    pytest output of the GPU tests      tests.xml   their JUnit XML
-#   demo.log     the demos on the GPU backends       bench.log   the benchmark suite's output
+#   demo.log     the demos on the GPU backends (the smoke demo's loss histories and times per iteration too)
+#   bench.log    the benchmark suite's output
 #   <device>_<date>.json / .md / .png                the benchmark results (name by device and date)
 # Exit status: non-zero when the tests fail (or collect nothing), the benchmark suite fails, or a step times out.
 set -uo pipefail
@@ -18,7 +22,7 @@ DRY_RUN=0
 for arg in "$@"; do
     case "$arg" in
         --dry-run) DRY_RUN=1 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "device_check.sh: unknown argument $arg (use --dry-run or nothing)" >&2; exit 2 ;;
     esac
 done
@@ -99,21 +103,42 @@ EOF
 } >"$INFO" 2>&1
 cat "$INFO"
 
+# The test modules of the MAC-advection and obstacle operators: collected with the rest of `tests` below (their
+# backend-parametrised tests carry the gpu/cudasim marks) and run first (benchmarks/pytest_first.py), so that they
+# have run when the time limit ends the step early; named here so that a missing module fails the check instead
+# of passing unnoticed.
+NEW_TEST_MODULES=(tests/test_mac.py tests/test_obstacles.py tests/test_cupy_mac.py)
+export GPUDP_TESTS_FIRST="$(IFS=,; echo "${NEW_TEST_MODULES[*]}")"
+SMOKE_TOL=1e-10           # the smoke check's Poisson tolerance: loss histories comparable to 1e-6 across backends
 if [ "$DRY_RUN" = 1 ]; then
-    # the same steps, quick and on the CPU: backend-parametrised tests of one module, no demos, smoke sizes
+    # the same steps, quick and on the CPU: backend-parametrised tests of one module, smoke sizes, the smoke
+    # check for one iteration on the cpu backend (and JAX), no other demos
     TEST_ARGS=(-m "not gpu and not cudasim" -k "cpu" tests/test_backends.py)
     BENCH_ARGS=(--backends cpu --smoke)
     DEMO_BACKENDS=()
+    SMOKE_BACKENDS=cpu
+    SMOKE_ITERATIONS=1
 else
     TEST_ARGS=(-m "gpu or cudasim" tests)
     BENCH_ARGS=(--sizes default)
     DEMO_BACKENDS=(cupy numba-cuda)
+    SMOKE_BACKENDS=cupy,numba-cuda,cpu
+    SMOKE_ITERATIONS=2
     export GPUDP_REQUIRE_BACKENDS=cupy,numba-cuda   # a GPU backend that cannot run fails its tests
 fi
 
 # -- 2. GPU tests on both GPU backends -------------------------------------------------------------------------
-run_step "tests" 210 "$OUT/tests.log" \
-    "$PYTHON" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests.xml" "${TEST_ARGS[@]}"
+if [ "$DRY_RUN" = 0 ]; then
+    for m in "${NEW_TEST_MODULES[@]}"; do
+        if [ ! -f "$m" ]; then
+            summary+=("tests: $m is missing")
+            echo "device_check: $m is missing" | tee -a "$OUT/tests.log"
+            status=1
+        fi
+    done
+fi
+run_step "tests" 180 "$OUT/tests.log" \
+    "$PYTHON" -m pytest -q -p no:cacheprovider -p benchmarks.pytest_first --junitxml="$OUT/tests.xml" "${TEST_ARGS[@]}"
 rc=$?
 if [ "$rc" -ne 0 ]; then
     status=1
@@ -122,19 +147,21 @@ fi
 unset GPUDP_REQUIRE_BACKENDS
 
 # -- 3. the benchmark suite at GPU sizes ------------------------------------------------------------------------
-run_step "benchmarks" 200 "$OUT/bench.log" "$PYTHON" -m benchmarks "${BENCH_ARGS[@]}" --out "$OUT" || status=1
+run_step "benchmarks" 160 "$OUT/bench.log" "$PYTHON" -m benchmarks "${BENCH_ARGS[@]}" --out "$OUT" || status=1
 
 # -- 4. the demos on the GPU backends (end to end through the public API) -------------------------------------
-if [ "${#DEMO_BACKENDS[@]}" -eq 0 ]; then
-    run_step "demo (dry run: backend info only)" 30 "$OUT/demo.log" "$PYTHON" -m gpudp info || status=1
-else
-    DEMO_DIR="$(mktemp -d "${TMPDIR:-/tmp}/gpudp-demo.XXXXXX")"
-    for b in "${DEMO_BACKENDS[@]}"; do
-        run_step "demo on $b" 45 "$OUT/demo.log" \
-            "$PYTHON" -m gpudp demo advection pressure --backend "$b" --quiet --out "$DEMO_DIR/$b" || status=1
-    done
-    rm -rf "$DEMO_DIR"
-fi
+DEMO_DIR="$(mktemp -d "${TMPDIR:-/tmp}/gpudp-demo.XXXXXX")"
+# the smoke demo (gpudp.demo.smoke.run, what `python -m gpudp demo smoke` runs) for a few iterations on each GPU
+# backend and the cpu backend, then the independent JAX implementation: loss histories within 1e-6 relative,
+# times per iteration printed
+run_step "smoke demo on $SMOKE_BACKENDS (+ JAX)" 80 "$OUT/demo.log" \
+    "$PYTHON" -m benchmarks.smoke_check --backends "$SMOKE_BACKENDS" --iterations "$SMOKE_ITERATIONS" \
+    --tol "$SMOKE_TOL" --out "$DEMO_DIR/smoke" || status=1
+for b in ${DEMO_BACKENDS[@]+"${DEMO_BACKENDS[@]}"}; do
+    run_step "demo on $b" 25 "$OUT/demo.log" \
+        "$PYTHON" -m gpudp demo advection pressure --backend "$b" --quiet --out "$DEMO_DIR/$b" || status=1
+done
+rm -rf "$DEMO_DIR"
 
 # -- summary ----------------------------------------------------------------------------------------------------
 {

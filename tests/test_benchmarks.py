@@ -109,9 +109,13 @@ def test_mac_and_smoke_case_configurations(monkeypatch):
     assert [c.label for c in S.SmokeAdjoint().configs("cpu", "default")] == [
         "64x64 obstacle float64", "64x64 open float64", "128x128 obstacle float64", "128x128 open float64"]
     assert [c.shape for c in S.SmokeForward().configs("gpu", "default")][::2] == [(64, 64), (1024, 1024)]
+    from gpudp.demo import smoke
     demo = S.SmokeDemo().configs("cpu", "default")
-    assert [c.label for c in demo] == ["64x64 T=100 float64 (tol 1e-06)"] and demo[0].params["steps"] == 100
-    assert S.SmokeDemo().configs("cpu", "smoke")[0].params["steps"] == 2
+    assert demo[0].label == f"64x64 T=100 float64 (tol 1e-06, {smoke.PRECONDITIONER or 'plain CG'})"
+    assert demo[0].params["steps"] == 100 and demo[0].params["baseline"]
+    assert [c.label for c in demo[1:]] == (["64x64 T=100 float64 (tol 1e-06, plain CG)"] if smoke.PRECONDITIONER
+                                           else [])
+    assert all(c.params["steps"] == 2 for c in S.SmokeDemo().configs("cpu", "smoke"))
     explicit = C.parse_sizes("64x64,32x48,16x16x16")
     assert [c.shape for c in S.SmokeForward().configs("cpu", explicit)][::2] == [(64, 64)]   # square 2-D only
     assert [c.shape for c in S.MacAdjoint().configs("cpu", explicit)][::2] == [(64, 64), (32, 48), (16, 16, 16)]

@@ -147,6 +147,16 @@ def test_issue_problem_setup():
     assert np.abs(div).max() < 1e-15
 
 
+def test_demo_problem_data_match_the_independent_setup():
+    """gpudp's smoke demo builds the same obstacle, initial density and hidden velocity."""
+    from gpudp.demo import smoke
+    assert smoke.SHAPE == (JS.N, JS.N) and (smoke.DT, smoke.BETA, smoke.STEPS) == (JS.DT, JS.BETA, JS.STEPS)
+    assert np.array_equal(smoke.obstacle(), JS.obstacle())
+    np.testing.assert_allclose(smoke.initial_density(), JS.initial_density(), rtol=1e-15, atol=0)
+    for got, want in zip(smoke.hidden_velocity(), JS.hidden_velocity()):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-16)
+
+
 # -- gpudp against JAX -------------------------------------------------------------------------------------------
 
 

@@ -163,9 +163,10 @@ def _own_faces(gu, g, q, qb, F, N, ua, uab, a, x0, x1, x2, n, bc, ca, off, accum
 
 
 @njit(inline="always")
-def _faces_forward_chunk(qa, oa, a, ua, b1, u1, b2, u2, w, nch, Ms, F, n, bc, c, off, chunk, inner, outer):
-    """Faces of component ``a`` in work item ``w``; ``inner``/``outer`` its variants away from / near the
-    boundary."""
+def _faces_chunk(qa, oa, a, ua, b1, u1, b2, u2, w, nch, Ms, F, n, bc, c, off, chunk, inner, outer):
+    """Faces of component ``a`` in work item ``w``: ``oa[j] = entry(qa, ...)`` with the staggered entry
+    (``face_update`` forward, ``face_adjoint_q`` for the q-gradient, ``qa`` then the incoming gradient) given as
+    ``inner``/``outer``, its variants away from / near the boundary."""
     m = face_dims(a, n, bc)
     Ma = Ms[a]
     bf, start, end = _work(w, nch, chunk, Ma)
@@ -178,23 +179,6 @@ def _faces_forward_chunk(qa, oa, a, ua, b1, u1, b2, u2, w, nch, Ms, F, n, bc, c,
             oa[base + j] = inner(qa, base, ua, ub, u1, ub1, u2, ub2, x0, x1, x2, n, bc, c, off)
         else:
             oa[base + j] = outer(qa, base, ua, ub, u1, ub1, u2, ub2, x0, x1, x2, n, bc, c, off)
-        x0, x1, x2 = advance(x0, x1, x2, m[1], m[2])
-
-
-@njit(inline="always")
-def _faces_adjoint_q_chunk(ga, oa, a, ua, b1, u1, b2, u2, w, nch, Ms, F, n, bc, c, off, chunk, inner, outer):
-    m = face_dims(a, n, bc)
-    Ma = Ms[a]
-    bf, start, end = _work(w, nch, chunk, Ma)
-    b = bf // F
-    base = bf * Ma
-    ub, ub1, ub2 = b * Ma, b * Ms[b1], b * Ms[b2]
-    x0, x1, x2 = coords(start, m[1], m[2])
-    for j in range(start, end):
-        if _inside(x0, x1, x2, n, off):
-            oa[base + j] = inner(ga, base, ua, ub, u1, ub1, u2, ub2, x0, x1, x2, n, bc, c, off)
-        else:
-            oa[base + j] = outer(ga, base, ua, ub, u1, ub1, u2, ub2, x0, x1, x2, n, bc, c, off)
         x0, x1, x2 = advance(x0, x1, x2, m[1], m[2])
 
 
@@ -321,13 +305,13 @@ def _faces_forward(q0, q1, q2, u0, u1, u2, o0, o1, o2, Bu, F, n0, n1, n2, b0, b1
         w = np.int64(w_)
         if w < I0:
             if _OFF <= 0:  # a real axis in this variant (else the branch is compiled away)
-                _faces_forward_chunk(q0, o0, 0, u0, 1, u1, 2, u2, w, n0c, Ms, F, n, bc, c, off, chunk, _FU_I0, _FU_S0)
+                _faces_chunk(q0, o0, 0, u0, 1, u1, 2, u2, w, n0c, Ms, F, n, bc, c, off, chunk, _FU_I0, _FU_S0)
         elif w < I0 + I1:
             if _OFF <= 1:  # a real axis in this variant (else the branch is compiled away)
-                _faces_forward_chunk(q1, o1, 1, u1, 0, u0, 2, u2, w - I0, n1c, Ms, F, n, bc, c, off, chunk, _FU_I1,
+                _faces_chunk(q1, o1, 1, u1, 0, u0, 2, u2, w - I0, n1c, Ms, F, n, bc, c, off, chunk, _FU_I1,
                                      _FU_S1)
         else:
-            _faces_forward_chunk(q2, o2, 2, u2, 0, u0, 1, u1, w - I0 - I1, n2c, Ms, F, n, bc, c, off, chunk, _FU_I2,
+            _faces_chunk(q2, o2, 2, u2, 0, u0, 1, u1, w - I0 - I1, n2c, Ms, F, n, bc, c, off, chunk, _FU_I2,
                                  _FU_S2)
 
 
@@ -346,14 +330,14 @@ def _faces_adjoint(g0, g1, g2, q0, q1, q2, u0, u1, u2, gq0, gq1, gq2, gu0, gu1, 
             w = np.int64(w_)
             if w < I0:
                 if _OFF <= 0:  # a real axis in this variant (else the branch is compiled away)
-                    _faces_adjoint_q_chunk(g0, gq0, 0, u0, 1, u1, 2, u2, w, n0c, Ms, F, n, bc, c, off, chunk, _FQ_I0,
+                    _faces_chunk(g0, gq0, 0, u0, 1, u1, 2, u2, w, n0c, Ms, F, n, bc, c, off, chunk, _FQ_I0,
                                            _FQ_S0)
             elif w < I0 + I1:
                 if _OFF <= 1:  # a real axis in this variant (else the branch is compiled away)
-                    _faces_adjoint_q_chunk(g1, gq1, 1, u1, 0, u0, 2, u2, w - I0, n1c, Ms, F, n, bc, c, off, chunk,
+                    _faces_chunk(g1, gq1, 1, u1, 0, u0, 2, u2, w - I0, n1c, Ms, F, n, bc, c, off, chunk,
                                            _FQ_I1, _FQ_S1)
             else:
-                _faces_adjoint_q_chunk(g2, gq2, 2, u2, 0, u0, 1, u1, w - I0 - I1, n2c, Ms, F, n, bc, c, off, chunk,
+                _faces_chunk(g2, gq2, 2, u2, 0, u0, 1, u1, w - I0 - I1, n2c, Ms, F, n, bc, c, off, chunk,
                                        _FQ_I2, _FQ_S2)
     if need_u:
         I0, I1 = Bu * n0c, Bu * n1c

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _spectral
+from . import multigrid
 from .obstacles import obstacle_facts, open_masks, masked_laplace
 
 
@@ -31,7 +32,7 @@ def cg_solve(backend, b, x0, grid, tol, maxiter, preconditioner, check_every):
     Returns ``(x, iterations, residual)`` with the contract of :meth:`gpudp.backends.base.Backend.cg_solve`."""
     facts = obstacle_facts(grid)
     own = getattr(backend, "cg_solve_masked", None)
-    if own is not None and preconditioner != "spectral":
+    if own is not None and preconditioner in (None, "jacobi"):
         return own(b, x0, facts, tol, maxiter, preconditioner, check_every)
     return composed_cg(backend, b, x0, grid, tol, maxiter, preconditioner, check_every)
 
@@ -108,10 +109,22 @@ def composed_cg(backend, b, x0, grid, tol, maxiter, preconditioner, check_every)
     masks = open_masks(backend, dtype, grid)
     args = (geom.inv_dx, geom.bc, geom.shape3, geom.ndim)
 
+    mg = multigrid.device_hierarchy(backend, dtype, grid) if preconditioner == "multigrid" else None
+
     def A(v):  # −laplace, on the device; v and the result in xp
         vd = backend.asarray(v) if host else v
+        if mg is not None:   # the same operator from the level-0 couplings: one kernel
+            out = backend.empty(tuple(vd.shape), dtype)
+            backend.mg_apply(vd, out, mg.levels[0])
+            return backend.to_numpy(out) if host else out
         out = masked_laplace(backend, vd, *args, masks)
         return -(backend.to_numpy(out) if host else out)
+
+    def vcycle(r):
+        rd = backend.asarray(np.ascontiguousarray(r)) if host else r
+        z = backend.empty(tuple(rd.shape), dtype)
+        multigrid.vcycle(backend, mg, rd, z)
+        return backend.to_numpy(z) if host else z
 
     def dot(u, v):
         return (u.astype(f64, copy=False) * v.astype(f64, copy=False)).sum(axis=1)
@@ -125,6 +138,8 @@ def composed_cg(backend, b, x0, grid, tol, maxiter, preconditioner, check_every)
         spectral = _spectral.spectral_inverse(xp, dtype, *args, _spectral._device_key(xp))
 
     def precondition(r):  # z = Π M⁻¹ r (r lies in the range of Π)
+        if mg is not None:
+            return proj(xp, vcycle(r))
         if spectral is not None:
             return proj(xp, spectral(r))
         return proj(xp, r * proj.dinv if jacobi else r)

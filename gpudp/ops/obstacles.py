@@ -45,12 +45,12 @@ class ObstacleFacts:
     """
 
     __slots__ = ("fluid", "open_faces", "closed_faces", "region", "n_regions", "sealed", "n_sealed",
-                 "sealed_sizes", "geom", "_device")
+                 "sealed_sizes", "geom", "_device", "_cache")
 
     def __init__(self, grid):
         solid = grid.solid
         shape, bnd = grid.shape, grid.boundary
-        fluid = ~solid
+        fluid = np.ones(shape, bool) if solid is None else ~solid
         open_faces, edges, dirichlet_cells = [], [], []
         index = np.arange(grid.size, dtype=np.int64).reshape(shape)
         for k, n in enumerate(shape):
@@ -79,7 +79,10 @@ class ObstacleFacts:
             open_faces.append(op)
         closed = tuple(_readonly(~o) for o in open_faces)
 
-        region, n_regions = _components(grid.size, edges, fluid.reshape(-1))
+        if solid is None:   # one region, every cell
+            region, n_regions = np.zeros(grid.size, np.int32), 1
+        else:
+            region, n_regions = _components(grid.size, edges, fluid.reshape(-1))
         touches = np.zeros(n_regions, bool)
         if dirichlet_cells:
             cells = np.concatenate(dirichlet_cells)
@@ -98,6 +101,18 @@ class ObstacleFacts:
         self.sealed_sizes = _readonly(np.bincount(sealed[sealed >= 0], minlength=self.n_sealed).astype(np.int64))
         self.geom = geometry(grid)
         self._device = {}
+        self._cache = {}
+
+    def cached(self, name, make):
+        """``make()``, computed on first use and kept under ``name`` (host values derived from these facts)."""
+        value = self._cache.get(name)
+        if value is None:
+            with _lock:
+                value = self._cache.get(name)
+                if value is None:
+                    value = make()
+                    self._cache[name] = value
+        return value
 
     def device(self, backend, dtype, build):
         """The copies ``build(backend, dtype, self)`` makes for one backend and dtype, built on first use and
@@ -115,7 +130,8 @@ class ObstacleFacts:
 
 
 def obstacle_facts(grid):
-    """The :class:`ObstacleFacts` of ``grid`` (which must have a solid mask), computed once and kept on it."""
+    """The :class:`ObstacleFacts` of ``grid``, computed once and kept on it (a grid without a solid mask has
+    every cell fluid and one region)."""
     facts = grid._obstacles
     if facts is None:
         with _lock:

@@ -134,6 +134,31 @@ class CpuBackend(Backend):
         self.launches["mac_at_faces_adjoint"] += 1
         return mac.at_faces_adjoint(g, geom)
 
+    # -- multigrid V-cycle (gpudp.ops.multigrid) --------------------------------------------------------------
+    def mg_smooth(self, x, r, out, level, omega, first):
+        from . import multigrid
+        multigrid.smooth(x, r, out, level, omega, first)
+
+    def mg_residual(self, x, r, out, level):
+        from . import multigrid
+        multigrid.residual(x, r, out, level)
+
+    def mg_apply(self, x, out, level):
+        from . import multigrid
+        multigrid.apply(x, out, level)
+
+    def mg_restrict(self, fine, out, level, coarse):
+        from . import multigrid
+        multigrid.restrict(fine, out, level, coarse)
+
+    def mg_prolong_add(self, e, x, level, coarse):
+        from . import multigrid
+        multigrid.prolong_add(e, x, level, coarse)
+
+    def mg_coarse_solve(self, r, pinv, out):
+        from . import multigrid
+        multigrid.coarse_solve(r, pinv, out)
+
 
 def _info():
     import os

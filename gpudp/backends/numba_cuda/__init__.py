@@ -207,3 +207,28 @@ class NumbaCudaBackend(Backend):
     def mac_at_faces_adjoint(self, g, geom):
         from . import mac
         return mac.at_faces_adjoint(self, g, geom)
+
+    # -- multigrid V-cycle (gpudp.ops.multigrid) --------------------------------------------------------------
+    def mg_smooth(self, x, r, out, level, omega, first):
+        from . import multigrid
+        multigrid.smooth(self, x, r, out, level, omega, first)
+
+    def mg_residual(self, x, r, out, level):
+        from . import multigrid
+        multigrid.residual(self, x, r, out, level)
+
+    def mg_apply(self, x, out, level):
+        from . import multigrid
+        multigrid.apply(self, x, out, level)
+
+    def mg_restrict(self, fine, out, level, coarse):
+        from . import multigrid
+        multigrid.restrict(self, fine, out, level, coarse)
+
+    def mg_prolong_add(self, e, x, level, coarse):
+        from . import multigrid
+        multigrid.prolong_add(self, e, x, level, coarse)
+
+    def mg_coarse_solve(self, r, pinv, out):
+        from . import multigrid
+        multigrid.coarse_solve(self, r, pinv, out)

@@ -17,7 +17,7 @@ import pytest
 import gpudp
 from gpudp import backends as _backends
 from gpudp.geometry import geometry
-from gpudp.ops import masked_cg
+from gpudp.ops import masked_cg, multigrid
 from gpudp.ops.obstacles import obstacle_facts
 
 import reference_mac as R
@@ -88,6 +88,13 @@ def rel(a, b):
 
 def faces_vec(backend, faces, shape, lead=()):
     return R.stack_faces([backend.to_numpy(f) for f in faces], shape).reshape(lead + (-1,))
+
+
+@pytest.fixture(autouse=True)
+def _multigrid_levels_down_to_a_few_cells(monkeypatch):
+    """The test grids are small: let the multigrid hierarchy go down to a few cells so that the V-cycle's
+    smoothing and transfers run (at the default coarsest size the pseudo-inverse alone would solve them)."""
+    monkeypatch.setattr(multigrid, "COARSEST_CELLS", 4)
 
 
 # -- the backend fixture, with the emulated cupy backend ------------------------------------------------------
@@ -353,7 +360,7 @@ def check_solution(backend, grid, x, b, Lp, tol=1e-8):
         assert np.abs(xh[:, lab == k].mean(axis=1)).max() <= mean_tol * max(np.abs(xh).max(), 1e-300)
 
 
-@pytest.mark.parametrize("preconditioner", [None, "jacobi", "spectral"])
+@pytest.mark.parametrize("preconditioner", [None, "jacobi", "spectral", "multigrid"])
 @pytest.mark.parametrize("shape,boundary", CASES, ids=CASE_IDS)
 def test_solve_matches_dense_pseudo_inverse(backend, shape, boundary, preconditioner):
     grid = case_grid(backend, shape, boundary, seed=7)
@@ -371,7 +378,7 @@ def test_solve_matches_dense_pseudo_inverse(backend, shape, boundary, preconditi
         np.testing.assert_array_equal(backend.to_numpy(x)[1], 0.0)
 
 
-@pytest.mark.parametrize("preconditioner", [None, "jacobi", "spectral"])
+@pytest.mark.parametrize("preconditioner", [None, "jacobi", "spectral", "multigrid"])
 @pytest.mark.parametrize("name", list(STRUCTURED))
 def test_sealed_regions_and_pockets(backend, name, preconditioner):
     shape, boundary, solid = STRUCTURED[name]()
@@ -399,10 +406,10 @@ def test_right_hand_side_without_range_part_gives_zero(backend):
     b = np.where(solid, 5.0, 0.0) + np.where(np.arange(shape[1]) < 1, 1.5, -2.0)[None, :]
     x, info = gpudp.poisson_solve(backend.asarray(b), grid, return_info=True)
     np.testing.assert_array_equal(backend.to_numpy(x), 0.0)
-    assert info == gpudp.SolveInfo(0, 0.0, True)
+    assert info == gpudp.SolveInfo(0, 0.0, True, "multigrid")
 
 
-@pytest.mark.parametrize("preconditioner", [None, "jacobi"])
+@pytest.mark.parametrize("preconditioner", [None, "jacobi", "multigrid"])
 @pytest.mark.parametrize("shape,boundary", [((5, 6), (N, N)), ((5, 6), (P, D)), ((3, 4, 5), (P, N, D))],
                          ids=["5x6-neu-neu", "5x6-per-dir", "3x4x5-per-neu-dir"])
 def test_implicit_gradient_matches_dense_reference_and_is_one_solve(backend, shape, boundary, preconditioner,
@@ -426,7 +433,7 @@ def test_implicit_gradient_matches_dense_reference_and_is_one_solve(backend, sha
     assert np.all(gb[:, grid.solid.reshape(-1)] == 0.0)
 
 
-@pytest.mark.parametrize("preconditioner", [None, "jacobi", "spectral"])
+@pytest.mark.parametrize("preconditioner", [None, "jacobi", "spectral", "multigrid"])
 def test_gradcheck_solve(backend, preconditioner):
     backend.simulate_only(False)  # many solves; the dense-reference test above covers the simulator
     shape, boundary, solid = two_regions_2d()
@@ -437,7 +444,7 @@ def test_gradcheck_solve(backend, preconditioner):
                            [b], eps=1e-2)
 
 
-@pytest.mark.parametrize("preconditioner", [None, "jacobi"])
+@pytest.mark.parametrize("preconditioner", [None, "jacobi", "multigrid"])
 def test_float32(backend, preconditioner):
     grid = case_grid(backend, (5, 6), (N, N), seed=15)
     *_, Lp, _ = dense(grid)
@@ -500,7 +507,7 @@ def test_spectral_preconditioner_with_obstacles_converges_fast():
     x, y = np.meshgrid(np.arange(24) + 0.5, np.arange(20) + 0.5, indexing="ij")
     grid = gpudp.Grid(shape, boundary="neumann", solid=(x - 12) ** 2 + (y - 10) ** 2 < 9)
     b = np.random.default_rng(4).standard_normal(shape)
-    x_plain, plain = gpudp.poisson_solve(b, grid, tol=1e-10, return_info=True)
+    x_plain, plain = gpudp.poisson_solve(b, grid, tol=1e-10, preconditioner=None, return_info=True)
     x_spec, spec = gpudp.poisson_solve(b, grid, tol=1e-10, preconditioner="spectral", return_info=True)
     assert spec.converged and spec.iterations * 4 < plain.iterations
     np.testing.assert_allclose(x_spec, x_plain, rtol=0, atol=1e-7 * np.abs(x_plain).max())

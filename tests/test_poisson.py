@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 import gpudp
+from gpudp.ops import multigrid
 import reference_mac as R
+
+
+@pytest.fixture(autouse=True)
+def _multigrid_levels_down_to_a_few_cells(monkeypatch):
+    """The test grids are small: let the multigrid hierarchy go down to a few cells so that the V-cycle's
+    smoothing and transfers run (at the default coarsest size the pseudo-inverse alone would solve them)."""
+    monkeypatch.setattr(multigrid, "COARSEST_CELLS", 4)
 
 KINDS = ("periodic", "dirichlet", "neumann")
 CASES = [((24,), (k,)) for k in KINDS]
@@ -42,7 +50,7 @@ def rel(a, b):
     return np.abs(a - b).max() / np.abs(b).max()
 
 
-@pytest.mark.parametrize("preconditioner", [None, "jacobi", "spectral"])
+@pytest.mark.parametrize("preconditioner", [None, "jacobi", "spectral", "multigrid"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("shape,boundary", CASES, ids=CASE_IDS)
 def test_reaches_requested_residual(backend, shape, boundary, dtype, preconditioner):
@@ -70,7 +78,7 @@ def test_reaches_requested_residual(backend, shape, boundary, dtype, preconditio
 @pytest.mark.parametrize("shape,boundary", CASES + [((64, 64), ("neumann", "neumann")),
                                                     ((8, 8, 8), ("periodic", "dirichlet", "neumann"))],
                          ids=CASE_IDS + ["64x64-neu", "8x8x8-mixed"])
-@pytest.mark.parametrize("preconditioner", ["jacobi", "spectral"])
+@pytest.mark.parametrize("preconditioner", ["jacobi", "spectral", "multigrid"])
 def test_matches_dense_pseudo_inverse_and_its_gradient(backend, shape, boundary, preconditioner):
     backend.simulate_only((shape, boundary) in SIM_CASES)
     shape = backend.small(shape)
@@ -98,7 +106,7 @@ def test_matches_dense_pseudo_inverse_and_its_gradient(backend, shape, boundary,
     assert rel(backend.to_numpy(bt.grad).reshape(2, -1), ref_g) <= 1e-6
 
 
-@pytest.mark.parametrize("preconditioner", [None, "spectral"])
+@pytest.mark.parametrize("preconditioner", [None, "spectral", "multigrid"])
 @pytest.mark.parametrize("boundary", [("neumann", "periodic"), ("dirichlet", "neumann")])
 def test_gradcheck(backend, boundary, preconditioner):
     backend.simulate_only(False)  # many solves; the gradient is checked against the dense reference above
@@ -137,7 +145,7 @@ def test_solve_alone_saves_nothing():
         assert len(tape) == 1 and tape.memory_bytes == 0
 
 
-@pytest.mark.parametrize("preconditioner", [None, "spectral"])
+@pytest.mark.parametrize("preconditioner", [None, "spectral", "multigrid"])
 def test_batch_items_are_independent_and_zero_rhs_gives_zero(backend, preconditioner):
     grid = gpudp.Grid(backend.small((6, 4)), boundary=("periodic", "neumann"))
     L = laplace_matrix(grid)
@@ -156,7 +164,7 @@ def test_batch_items_are_independent_and_zero_rhs_gives_zero(backend, preconditi
     assert info.converged and info.residual <= 1e-10
     z, zinfo = gpudp.poisson_solve(backend.asarray(np.zeros(shape)), grid, return_info=True,
                                    preconditioner=preconditioner)
-    assert zinfo == gpudp.SolveInfo(0, 0.0, True)
+    assert zinfo == gpudp.SolveInfo(0, 0.0, True, preconditioner)
     np.testing.assert_array_equal(backend.to_numpy(z), 0.0)
 
 
@@ -219,11 +227,12 @@ def test_non_convergence_raises_solve_error_with_statistics(backend):
     b = backend.asarray(np.random.default_rng(10).standard_normal(grid.shape))
     with pytest.raises(gpudp.SolveError, match=r"poisson_solve: conjugate gradients did not converge.*"
                                                r"after 3 iterations \(maxiter 3") as err:
-        gpudp.poisson_solve(b, grid, tol=1e-10, maxiter=3)
+        gpudp.poisson_solve(b, grid, tol=1e-10, maxiter=3, preconditioner=None)
     assert err.value.iterations == 3 and err.value.residual > 1e-10
     assert isinstance(err.value, RuntimeError)
-    assert gpudp.last_solve_info() == gpudp.SolveInfo(3, err.value.residual, False)
-    x, info = gpudp.poisson_solve(b, grid, tol=1e-10, maxiter=3, throw=False, return_info=True)
+    assert gpudp.last_solve_info() == gpudp.SolveInfo(3, err.value.residual, False, None)
+    x, info = gpudp.poisson_solve(b, grid, tol=1e-10, maxiter=3, throw=False, return_info=True,
+                                  preconditioner=None)
     assert not info.converged and info.iterations == 3 and info.residual == err.value.residual
     assert np.isfinite(backend.to_numpy(x)).all()
 
@@ -292,7 +301,8 @@ def test_bad_inputs_raise_specific_errors():
         gpudp.poisson_solve(b, grid, x0=np.zeros((4, 3), np.float32))
     with pytest.raises(ValueError, match=r"poisson_solve: x0 contains non-finite values"):
         gpudp.poisson_solve(b, grid, x0=np.full((4, 3), np.nan))
-    with pytest.raises(ValueError, match=r"preconditioner must be None, 'jacobi' or 'spectral', got 'ilu'"):
+    with pytest.raises(ValueError, match=r"preconditioner must be 'auto', None, 'jacobi', 'spectral' or 'multigrid', "
+                                         r"got 'ilu'"):
         gpudp.poisson_solve(b, grid, preconditioner="ilu")
     with pytest.raises(ValueError, match=r"poisson_solve: maxiter must be an int >= 1, got 0"):
         gpudp.poisson_solve(b, grid, maxiter=0)
@@ -301,3 +311,158 @@ def test_bad_inputs_raise_specific_errors():
     with pytest.raises(TypeError, match=r"poisson_solve: b has dtype int64"):
         gpudp.poisson_solve(np.ones((4, 3), np.int64), grid)
     assert gpudp.poisson_solve(b, grid, preconditioner="none").shape == (4, 3)
+
+
+# -- the "spectral" inverse through fast transforms -----------------------------------------------------------
+SPECTRAL_SIZES = {1: [(1,), (2,), (7,), (8,)], 2: [(5, 4), (4, 7), (1, 3)], 3: [(3, 4, 5), (4, 3, 2)]}
+SPECTRAL_BCS = [b for d in (1, 2, 3) for b in itertools.product(KINDS, repeat=d)]
+
+
+def _spectral_args(shape, spacing, boundary):
+    """``(inv_dx, bc, shape3, ndim)`` of a grid, padded to three axes (the kernels' arguments)."""
+    pad = 3 - len(shape)
+    return ((1.0,) * pad + tuple(1.0 / h for h in spacing), (0,) * pad + tuple(KINDS.index(k) for k in boundary),
+            (1,) * pad + tuple(shape), len(shape))
+
+
+def _assert_pinv(y, r, P, tol):
+    ref = r.astype(np.float64) @ P.T
+    scale = np.abs(ref).max()
+    if scale == 0:  # one cell without a dirichlet face: A = 0, A⁺ = 0
+        np.testing.assert_array_equal(y, 0.0)
+    else:
+        assert rel(y, ref) <= tol
+
+
+@pytest.mark.parametrize("boundary", SPECTRAL_BCS, ids=["-".join(k[:3] for k in b) for b in SPECTRAL_BCS])
+def test_fft_spectral_inverse_is_the_dense_pseudo_inverse(boundary):
+    """``SpectralInverse`` (scipy.fft) and the CuPy path's DST-I from FFTs (run on NumPy) against ``pinv(−L)``
+    of the reference Laplacian, odd and even sizes, size-1 axes, spacing ≠ 1, float64 and float32."""
+    from gpudp.ops._spectral import DenseSpectralInverse, SpectralInverse
+
+    rng = np.random.default_rng(20)
+    for shape in SPECTRAL_SIZES[len(boundary)]:
+        spacing = tuple(0.6 + 0.35 * k for k in range(len(shape)))
+        P = np.linalg.pinv(-R.laplace_matrix(shape, spacing, boundary))
+        args = _spectral_args(shape, spacing, boundary)
+        r = rng.standard_normal((3, int(np.prod(shape))))
+        for dtype, tol in ((np.float64, 1e-10), (np.float32, 1e-5)):
+            rd = r.astype(dtype)
+            before = rd.copy()
+            for native_dst in (True, False):
+                M = SpectralInverse(np, dtype, *args)
+                M.native_dst = native_dst  # False: the DST-I built from FFTs, as on CuPy
+                y = M(rd)
+                assert y.shape == rd.shape and y.dtype == dtype
+                np.testing.assert_array_equal(rd, before)  # the input is not overwritten
+                _assert_pinv(y, rd, P, tol)
+            _assert_pinv(DenseSpectralInverse(np, dtype, *args)(rd), rd, P, tol)
+
+
+def test_fft_spectral_inverse_batch_items_are_independent():
+    from gpudp.ops._spectral import spectral_inverse
+
+    shape, spacing, boundary = (6, 5, 4), (0.7, 1.0, 1.6), ("dirichlet", "periodic", "neumann")
+    M = spectral_inverse(np, np.float64, *_spectral_args(shape, spacing, boundary))
+    P = np.linalg.pinv(-R.laplace_matrix(shape, spacing, boundary))
+    r = np.random.default_rng(21).standard_normal((5, 120))
+    r[2] = 0.0
+    y = M(r)
+    _assert_pinv(y, r, P, 1e-10)
+    np.testing.assert_array_equal(y[2], 0.0)
+    for i in range(5):
+        np.testing.assert_allclose(M(r[i:i + 1])[0], y[i], rtol=0, atol=1e-14 * np.abs(y).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 9, 64])
+def test_dst1_from_ffts_matches_scipy(n, dtype):
+    """The DST-I that CuPy runs (one real FFT of length 2(n + 1)), here with NumPy and scipy.fft."""
+    import scipy.fft
+
+    from gpudp.ops._spectral import dst1
+
+    x = np.random.default_rng(22).standard_normal((3, n, 4)).astype(dtype)
+    for axis in (0, 1, 2, -1):
+        xa = np.ascontiguousarray(np.moveaxis(x, 1, axis))
+        before = xa.copy()
+        y = dst1(xa, axis, np, scipy.fft)
+        ref = scipy.fft.dst(xa.astype(np.float64), type=1, axis=axis, norm="ortho")
+        assert y.dtype == dtype and y.shape == xa.shape
+        np.testing.assert_allclose(y, ref, rtol=0, atol=(1e-13 if dtype == np.float64 else 1e-5) * np.abs(ref).max())
+        np.testing.assert_array_equal(xa, before)
+        np.testing.assert_allclose(dst1(y, axis, np, scipy.fft), xa, rtol=0,
+                                   atol=(1e-13 if dtype == np.float64 else 1e-5) * np.abs(xa).max())  # an involution
+
+
+def _array_bytes(obj):
+    """``nbytes`` of every NumPy array an object holds (its attributes, and arrays inside tuples or lists)."""
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, (tuple, list)):
+        return sum(_array_bytes(v) for v in obj)
+    if hasattr(obj, "__dict__") and not isinstance(obj, type(np)):
+        return sum(_array_bytes(v) for v in vars(obj).values())
+    return 0
+
+
+@pytest.mark.parametrize("shape,boundary", [((4096,), ("neumann",)), ((256, 192), ("periodic", "dirichlet")),
+                                            ((48, 40, 36), ("neumann", "periodic", "periodic"))])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_fft_spectral_inverse_keeps_o_of_n_numbers(shape, boundary, dtype):
+    """The cached object holds at most N numbers (the inverse eigenvalues of the half spectrum); the dense
+    per-axis bases hold more where an axis is wider than the others' product."""
+    from gpudp.ops._spectral import DenseSpectralInverse, spectral_inverse
+
+    args = _spectral_args(shape, (1.0,) * len(shape), boundary)
+    M = spectral_inverse(np, dtype, *args)
+    assert spectral_inverse(np, dtype, *args) is M  # built once
+    N = int(np.prod(shape))
+    assert 0 < _array_bytes(M) <= N * np.dtype(dtype).itemsize
+    if len(shape) == 1:  # the check sees the dense bases: 2 n² numbers
+        assert _array_bytes(DenseSpectralInverse(np, dtype, *args)) > 100 * N * np.dtype(dtype).itemsize
+
+
+@pytest.mark.parametrize("boundary", [("periodic", "periodic"), ("neumann", "dirichlet"), ("dirichlet", "periodic")])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_spectral_solve_is_one_application_and_one_laplace(monkeypatch, boundary, dtype):
+    """Without obstacles the spectral solve applies A⁺ once and checks the residual with one laplace."""
+    from gpudp.backends import get_backend
+    from gpudp.ops import _spectral
+
+    calls = {"inverse": 0, "laplace": 0}
+    inverse_call, backend = _spectral.SpectralInverse.__call__, get_backend()
+    laplace = type(backend).laplace
+
+    def counted_inverse(self, r):
+        calls["inverse"] += 1
+        return inverse_call(self, r)
+
+    def counted_laplace(self, *a):
+        calls["laplace"] += 1
+        return laplace(self, *a)
+
+    monkeypatch.setattr(_spectral.SpectralInverse, "__call__", counted_inverse)
+    monkeypatch.setattr(type(backend), "laplace", counted_laplace)
+    grid = make_grid((64, 48), boundary, seed=23)
+    b = np.random.default_rng(24).standard_normal((2,) + grid.shape).astype(dtype)
+    tol = 1e-6 if dtype == np.float64 else 1e-4
+    x, info = gpudp.poisson_solve(b, grid, tol=tol, preconditioner="spectral", return_info=True)
+    assert calls == {"inverse": 1, "laplace": 1}
+    assert info.iterations == 1 and info.converged and x.dtype == dtype
+    assert true_residual(laplace_matrix(grid), x, b, grid.is_singular).max() <= 5 * tol
+
+
+def test_spectral_solve_with_the_dense_inverse_gives_the_same_solution():
+    from gpudp.backends import get_backend
+    from gpudp.ops import _spectral
+    from gpudp.ops.difference import kernel_args
+
+    grid = make_grid((9, 8, 7), ("neumann", "dirichlet", "periodic"), seed=25)
+    args = kernel_args(grid)
+    b = np.random.default_rng(26).standard_normal((2, grid.size))
+    x, its, res = _spectral.cg_solve(get_backend(), b, None, *args, 1e-12, 100, grid.is_singular)
+    dense = _spectral.DenseSpectralInverse(np, np.float64, *args)
+    xd, itsd, resd = _spectral.cg_solve(get_backend(), b, None, *args, 1e-12, 100, grid.is_singular, inverse=dense)
+    assert its == itsd == 1 and res <= 1e-12 and resd <= 1e-12
+    assert rel(x, xd) <= 1e-12

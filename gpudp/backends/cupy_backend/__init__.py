@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 
 from ..base import Backend
-from . import _module, advection, difference, mac, poisson
+from . import _module, advection, difference, mac, multigrid, poisson
 
 
 class CupyBackend(Backend):
@@ -143,3 +143,22 @@ class CupyBackend(Backend):
 
     def mac_at_faces_adjoint(self, g, geom):
         return mac.at_faces_adjoint(self, g, geom)
+
+    # -- multigrid V-cycle (gpudp.ops.multigrid; multigrid.py, kernels/multigrid.cu) ----------------------
+    def mg_smooth(self, x, r, out, level, omega, first):
+        multigrid.smooth(self, x, r, out, level, omega, first)
+
+    def mg_residual(self, x, r, out, level):
+        multigrid.residual(self, x, r, out, level)
+
+    def mg_apply(self, x, out, level):
+        multigrid.apply(self, x, out, level)
+
+    def mg_restrict(self, fine, out, level, coarse):
+        multigrid.restrict(self, fine, out, level, coarse)
+
+    def mg_prolong_add(self, e, x, level, coarse):
+        multigrid.prolong_add(self, e, x, level, coarse)
+
+    def mg_coarse_solve(self, r, pinv, out):
+        multigrid.coarse_solve(self, r, pinv, out)

@@ -125,7 +125,7 @@ def test_backward_is_one_solve_and_tape_memory_does_not_depend_on_tol(backend, m
     for tol in (1e-3, 1e-10):
         bt = gpudp.tensor(backend.asarray(b), requires_grad=True)
         with gpudp.Tape() as tape:
-            x = gpudp.poisson_solve(bt, grid, tol=tol)
+            x = gpudp.poisson_solve(bt, grid, tol=tol, preconditioner=None)   # the backend's own CG
             loss = gpudp.l2_loss(x, backend.asarray(np.zeros_like(b)))
         mem.append(tape.memory_bytes)
         before = len(solves)
@@ -172,9 +172,10 @@ def test_x0_start_value(backend):
     grid = gpudp.Grid(backend.small((8, 6)), boundary="dirichlet")
     shape = grid.shape
     b = np.random.default_rng(9).standard_normal(shape)
-    x, info = gpudp.poisson_solve(backend.asarray(b), grid, tol=1e-10, return_info=True)
+    x, info = gpudp.poisson_solve(backend.asarray(b), grid, tol=1e-10, return_info=True, preconditioner=None)
     # starting from the solution needs (almost) no iterations
-    x2, info2 = gpudp.poisson_solve(backend.asarray(b), grid, tol=1e-8, x0=x, return_info=True)
+    x2, info2 = gpudp.poisson_solve(backend.asarray(b), grid, tol=1e-8, x0=x, return_info=True,
+                                    preconditioner=None)
     assert info2.iterations <= 1 < info.iterations
     np.testing.assert_allclose(backend.to_numpy(x2), backend.to_numpy(x), atol=1e-8)
     # x0 gets no gradient, even as a tensor that requires one
@@ -243,7 +244,7 @@ def test_backward_non_convergence_raises():
     b = np.outer(s, s)  # an eigenvector of the Laplacian: one CG iteration, unlike the random backward rhs
     bt = gpudp.tensor(b, requires_grad=True)
     with gpudp.Tape() as tape:
-        x = gpudp.poisson_solve(bt, grid, tol=1e-3, maxiter=2)
+        x = gpudp.poisson_solve(bt, grid, tol=1e-3, maxiter=2, preconditioner=None)
     assert gpudp.last_solve_info().iterations == 1
     seed = np.random.default_rng(11).standard_normal((8, 8))
     with pytest.raises(gpudp.SolveError, match="in the backward pass"):

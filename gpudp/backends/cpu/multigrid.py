@@ -8,6 +8,8 @@ the entries it owns (gather form).
 """
 from __future__ import annotations
 
+import hashlib
+import pathlib
 import types
 
 import numpy as np
@@ -138,8 +140,7 @@ def _ops_row(x, r, out, w0, w1, w2, dinv, omega, zero, s, i0, i1, n, bc, off):
             orow[i] = xr[i] + omega * dr[i] * (rr[i] - ax)
 
 
-def _ops(x, r, out, w0, w1, w2, dinv, omega, B, n, bc, off):
-    zero = np.zeros(n[2], x.dtype)
+def _ops(x, r, out, w0, w1, w2, dinv, omega, zero, B, n, bc, off):
     N = n[0] * n[1] * n[2]
     if MODE == 3:   # the first sweep, from x = 0: out = ω D⁻¹ r
         for t in prange(B * n[0] * n[1]):
@@ -154,16 +155,21 @@ def _ops(x, r, out, w0, w1, w2, dinv, omega, B, n, bc, off):
         OPS_ROW(x, r, out, w0, w1, w2, dinv, omega, zero, s, i0, i1, n, bc, off)
 
 
-def _restrict_row(f, out, tmp, zero, s, X0, X1, nf, nc, bc, k, off):
-    """Coarse row ``(X0, X1)`` of system ``s``: the fine rows it gathers are combined first (weights ⅛ ⅜ ⅜ ⅛
-    per coarsened axis, or the one row), then the combined row is restricted along the last axis."""
+def _restrict_row(f, out, s, X0, X1, nf, nc, bc, k, off):
+    """Coarse row ``(X0, X1)`` of system ``s``: every fine row it gathers (weights ⅛ ⅜ ⅜ ⅛ per coarsened axis,
+    or the one row) is restricted along the last axis and added."""
     Nf = nf[0] * nf[1] * nf[2]
     fb = s * Nf
     m = nf[2]
-    for i in range(m):
-        tmp[i] = zero[i]
+    M = nc[2]
+    Nc = nc[0] * nc[1] * nc[2]
+    o = out[s * Nc + (X0 * nc[1] + X1) * M:s * Nc + (X0 * nc[1] + X1) * M + M]
+    for i in range(M):
+        o[i] = 0.0
     c0 = 4 if (off <= 0 and k[0]) else 1
     c1 = 4 if (off <= 1 and k[1]) else 1
+    # interior coarse cells: fine 2I − 1 … 2I + 2 all inside the row
+    hi = (m - 3) // 2 + 1
     for t0 in range(c0):
         j0 = X0
         a0 = 1.0
@@ -174,53 +180,47 @@ def _restrict_row(f, out, tmp, zero, s, X0, X1, nf, nc, bc, k, off):
             continue
         for t1 in range(c1):
             j1 = X1
-            a1 = a0
+            a = a0
             if c1 == 4:
                 j1 = _restrict_source(2 * X1 - 1 + t1, nf[1], nc[1], bc[1])
-                a1 = a0 * (0.125 if (t1 == 0 or t1 == 3) else 0.375)
+                a = a0 * (0.125 if (t1 == 0 or t1 == 3) else 0.375)
             if j1 < 0:
                 continue
             row = f[fb + (j0 * nf[1] + j1) * m:fb + (j0 * nf[1] + j1) * m + m]
-            for i in range(m):
-                tmp[i] += a1 * row[i]
-    Nc = nc[0] * nc[1] * nc[2]
-    ob = s * Nc + (X0 * nc[1] + X1) * nc[2]
-    if not k[2]:
-        for i in range(m):
-            out[ob + i] = tmp[i]
-        return
-    M = nc[2]
-    # interior coarse cells: fine 2I − 1 … 2I + 2 all inside the row
-    hi = (m - 3) // 2 + 1
-    for I in range(1, hi):
-        out[ob + I] = 0.125 * (tmp[2 * I - 1] + tmp[2 * I + 2]) + 0.375 * (tmp[2 * I] + tmp[2 * I + 1])
-    for I in range(M):
-        if 1 <= I < hi:
-            continue
-        acc = 0.0
-        for t in range(4):
-            j = _restrict_source(2 * I - 1 + t, m, M, bc[2])
-            if j >= 0:
-                acc += (0.125 if (t == 0 or t == 3) else 0.375) * tmp[j]
-        out[ob + I] = acc
+            if not k[2]:
+                for i in range(m):
+                    o[i] += a * row[i]
+                continue
+            a1 = a * 0.125
+            a3 = a * 0.375
+            for I in range(1, hi):
+                o[I] += a1 * (row[2 * I - 1] + row[2 * I + 2]) + a3 * (row[2 * I] + row[2 * I + 1])
+            for I in range(M):
+                if 1 <= I < hi:
+                    continue
+                acc = 0.0
+                for t in range(4):
+                    j = _restrict_source(2 * I - 1 + t, m, M, bc[2])
+                    if j >= 0:
+                        acc += (a1 if (t == 0 or t == 3) else a3) * row[j]
+                o[I] += acc
 
 
 def _restrict(f, out, B, nf, nc, bc, k, off):
-    zero = np.zeros(nf[2], f.dtype)
     for t in prange(B * nc[0] * nc[1]):
         s, X0, X1 = _row(t, nc)
-        tmp = np.empty(nf[2], f.dtype)
-        _restrict_row(f, out, tmp, zero, s, X0, X1, nf, nc, bc, k, off)
+        _restrict_row(f, out, s, X0, X1, nf, nc, bc, k, off)
 
 
-def _prolong_row(e, x, tmp, s, i0, i1, nf, nc, bc, k, off):
-    """Fine row ``(i0, i1)`` of system ``s``: the coarse rows it reads are combined first (¾ parent, ¼
-    neighbour per coarsened axis, or the one row), then prolongated along the last axis and added."""
+def _prolong_row(e, x, s, i0, i1, nf, nc, bc, k, off):
+    """Fine row ``(i0, i1)`` of system ``s``: every coarse row it reads (¾ parent, ¼ neighbour per coarsened
+    axis, or the one row) is prolongated along the last axis and added."""
     Nc = nc[0] * nc[1] * nc[2]
     eb = s * Nc
     M = nc[2]
-    for i in range(M):
-        tmp[i] = 0.0
+    Nf = nf[0] * nf[1] * nf[2]
+    m = nf[2]
+    xr = x[s * Nf + (i0 * nf[1] + i1) * m:s * Nf + (i0 * nf[1] + i1) * m + m]
     c0 = 2 if (off <= 0 and k[0]) else 1
     c1 = 2 if (off <= 1 and k[1]) else 1
     for t0 in range(c0):
@@ -233,68 +233,89 @@ def _prolong_row(e, x, tmp, s, i0, i1, nf, nc, bc, k, off):
             continue
         for t1 in range(c1):
             J1 = i1
-            a1 = a0
+            a = a0
             if c1 == 2:
                 J1 = _prolong_source(i1, nc[1], bc[1], t1)
-                a1 = a0 * (0.75 if t1 == 0 else 0.25)
+                a = a0 * (0.75 if t1 == 0 else 0.25)
             if J1 < 0:
                 continue
             row = e[eb + (J0 * nc[1] + J1) * M:eb + (J0 * nc[1] + J1) * M + M]
-            for i in range(M):
-                tmp[i] += a1 * row[i]
-    Nf = nf[0] * nf[1] * nf[2]
-    m = nf[2]
-    xr = x[s * Nf + (i0 * nf[1] + i1) * m:s * Nf + (i0 * nf[1] + i1) * m + m]
-    if not k[2]:
-        for i in range(m):
-            xr[i] += tmp[i]
-        return
-    # interior fine cells 2..m−3 read coarse I − 1 … I + 1 inside the row
-    for I in range(1, M - 1):
-        if 2 * I + 1 < m:
-            xr[2 * I] += 0.75 * tmp[I] + 0.25 * tmp[I - 1]
-            xr[2 * I + 1] += 0.75 * tmp[I] + 0.25 * tmp[I + 1]
-    for i in range(m):
-        I = i // 2
-        if 1 <= I < M - 1 and 2 * I + 1 < m:
-            continue
-        acc = 0.75 * tmp[I]
-        J = _prolong_source(i, M, bc[2], 1)
-        if J >= 0:
-            acc += 0.25 * tmp[J]
-        xr[i] += acc
+            if not k[2]:
+                for i in range(m):
+                    xr[i] += a * row[i]
+                continue
+            a3 = a * 0.75
+            a1 = a * 0.25
+            # interior fine cells 2 … 2M − 3 read coarse I − 1 … I + 1 inside the row
+            for I in range(1, M - 1):
+                if 2 * I + 1 < m:
+                    xr[2 * I] += a3 * row[I] + a1 * row[I - 1]
+                    xr[2 * I + 1] += a3 * row[I] + a1 * row[I + 1]
+            for i in range(m):
+                I = i // 2
+                if 1 <= I < M - 1 and 2 * I + 1 < m:
+                    continue
+                acc = a3 * row[I]
+                J = _prolong_source(i, M, bc[2], 1)
+                if J >= 0:
+                    acc += a1 * row[J]
+                xr[i] += acc
 
 
 def _prolong_add(e, x, B, nf, nc, bc, k, off):
     for t in prange(B * nf[0] * nf[1]):
         s, i0, i1 = _row(t, nf)
-        tmp = np.empty(nc[2], np.float64)
-        _prolong_row(e, x, tmp, s, i0, i1, nf, nc, bc, k, off)
+        _prolong_row(e, x, s, i0, i1, nf, nc, bc, k, off)
 
 
 _restrict_source, _prolong_source = _S.restrict_source, _S.prolong_source
-_row = njit(_nrt=False)(_row)
-_near = njit(_nrt=False)(_near)
-_restrict_row = njit(_restrict_row)
-_prolong_row = njit(_prolong_row)
+#: Digest of the formulas (this file and the stencil bodies): part of every disk-cached compilation's name, since
+#: Numba's cache tells neither an edit of the stencil module, the bound mode nor the parallel flag apart.
+_DIGEST = hashlib.sha1(pathlib.Path(__file__).read_bytes() + mg_stencils.DIGEST.encode()).hexdigest()[:10]
 
 
-def _with_mode(fn, mode, **names):
-    """``fn`` with the global ``MODE`` (and ``names``) bound to constants: the mode's branches fold away."""
-    scope = dict(globals(), MODE=mode, **names)
-    return types.FunctionType(fn.__code__, scope, f"{fn.__name__}_{mode}")
+def _variant(fn, tag, parallel=None, **consts):
+    """``fn`` with the globals ``consts`` bound to constants (their branches fold away), compiled with
+    ``_nrt=False`` (no allocation inside; views cost no reference counting) and cached on disk under a name
+    that carries ``tag``, the parallel flag and :data:`_DIGEST`."""
+    scope = dict(globals(), **consts)
+    variant = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
+    kind = "" if parallel is None else ("_parallel" if parallel else "_serial")
+    variant.__qualname__ = f"{fn.__qualname__}_{tag}{kind}_{_DIGEST}"
+    if parallel is None:
+        return njit(cache=True, _nrt=False)(variant)
+    return njit(parallel=parallel, cache=True, _nrt=False)(variant)
 
 
-_KERNELS = {name: {par: njit(parallel=par)(fn) for par in (False, True)}
-            for name, fn in (("restrict", _restrict), ("prolong_add", _prolong_add))}
-for _mode in range(4):
-    _row_fn = njit(_with_mode(_ops_row, _mode))
-    _KERNELS[("ops", _mode)] = {par: njit(parallel=par)(_with_mode(_ops, _mode, OPS_ROW=_row_fn))
-                                for par in (False, True)}
+_row = _variant(_row, "row")
+_near = _variant(_near, "near")
+_restrict_row = _variant(_restrict_row, "row")
+_prolong_row = _variant(_prolong_row, "row")
+_KERNELS = {}
+for _par in (False, True):
+    _KERNELS[("restrict", _par)] = _variant(_restrict, "k", _par)
+    _KERNELS[("prolong_add", _par)] = _variant(_prolong_add, "k", _par)
+    for _mode in range(4):
+        _KERNELS[("ops", _mode, _par)] = _variant(_ops, f"mode{_mode}", _par, MODE=_mode,
+                                                  OPS_ROW=_variant(_ops_row, f"mode{_mode}", MODE=_mode))
 
 
 def _kernel(name, cells):
-    return _KERNELS[name][cells >= PARALLEL_MIN_CELLS]
+    key = name if isinstance(name, tuple) else (name,)
+    return _KERNELS[key + (cells >= PARALLEL_MIN_CELLS,)]
+
+
+_ZEROS = {}
+
+
+def _zero_row(n, dtype):
+    """A row of zeros (the neighbour row outside a non-periodic axis; never written)."""
+    key = (n, np.dtype(dtype).str)
+    z = _ZEROS.get(key)
+    if z is None:
+        z = np.zeros(n, dtype)
+        _ZEROS[key] = z
+    return z
 
 
 def _flat(a):
@@ -303,7 +324,8 @@ def _flat(a):
 
 def _run_ops(x, r, out, level, omega, mode):
     w0, w1, w2 = level.w
-    _kernel(("ops", mode), out.size)(_flat(x), _flat(r), _flat(out), w0, w1, w2, level.dinv, omega, out.shape[0],
+    _kernel(("ops", mode), out.size)(_flat(x), _flat(r), _flat(out), w0, w1, w2, level.dinv, omega,
+                                     _zero_row(level.shape3[2], out.dtype), out.shape[0],
                              level.shape3, level.bc, level.off)
 
 

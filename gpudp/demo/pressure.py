@@ -25,7 +25,7 @@ from ._progress import Progress
 SHAPE = (80, 64)      # cells along x and y
 SPLIT = 40.0          # control faces: centre x < SPLIT; loss faces: centre x > SPLIT
 TOL = 1e-5            # Poisson tolerance (relative residual)
-PRECONDITIONER = "spectral"  # exact inverse of the box's Laplacian: CG converges in one iteration
+PRECONDITIONER = "auto"  # spectral on the obstacle-free box: the exact inverse, one CG iteration
 STEP = 1.0            # gradient-descent step
 ITERATIONS = 20
 INIT_RANGE = 0.1      # control starts uniform in [−INIT_RANGE, INIT_RANGE]

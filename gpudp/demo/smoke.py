@@ -39,7 +39,7 @@ PEAK_SPEED = 0.15                      # of the hidden initial velocity
 SEED = 2
 TOL = 1e-6                             # Poisson tolerance (the default of gpudp.poisson_solve)
 #: the box's exact inverse restricted to the fluid cells: about 8 CG iterations per solve, plain CG about 250
-PRECONDITIONER = "spectral"
+PRECONDITIONER = "auto"  # multigrid around the obstacle (spectral on a box without one)
 GOAL_RATIO = 0.05                      # final loss at most this fraction of the initial one
 
 

@@ -4,11 +4,13 @@
 spanned by the solid cells' unit vectors and the indicators of the sealed fluid regions. With ``Π`` the
 orthogonal projection onto its range (zero in solid cells, each sealed region's mean removed), the solve
 returns ``x = laplace⁺ b``: CG on ``A x = −Π b`` with the preconditioned residual projected, ``z = Π M⁻¹ r``
-(``M⁻¹`` the identity, the inverse diagonal of ``A`` (``"jacobi"``) or the pseudo-inverse ``A_box⁺`` of the
-obstacle-free Laplacian through per-axis eigenbases (``"spectral"``, :mod:`gpudp.ops._spectral`), restricted to
-the fluid cells: ``Π M⁻¹ Π`` is symmetric and positive definite on the range in every case — for ``A_box⁺``
-because its only null vector, the constant of a box without dirichlet axes, is not zero on the solid cells),
-so the iterates stay in the range; the final ``x`` is projected once more (rounding).
+(``M⁻¹`` the identity, the inverse diagonal of ``A`` (``"jacobi"``), the pseudo-inverse ``A_box⁺`` of the
+obstacle-free Laplacian through per-axis fast transforms (``"spectral"``, :mod:`gpudp.ops._spectral`) or the
+multigrid V-cycle (``"multigrid"``, :mod:`gpudp.ops.multigrid`), restricted to the fluid cells: ``Π M⁻¹ Π`` is
+symmetric and positive definite on the range in every case — for ``A_box⁺`` because its only null vector, the
+constant of a box without dirichlet axes, is not zero on the solid cells), so the iterates stay in the range;
+the final ``x`` is projected once more (rounding). With ``"multigrid"`` the operator is applied with the
+V-cycle's level-0 kernel (``backend.mg_apply``), one pass instead of three.
 
 :func:`cg_solve` picks the backend's own compiled driver where it has one (``backend.cg_solve_masked``, the
 ``cpu`` backend) and otherwise runs :func:`composed_cg`: the same iteration written with the backend's
@@ -16,7 +18,7 @@ difference kernels (``laplace = divergence ∘ W ∘ spatial_gradient``) and its
 where the backend has none, e.g. Numba device arrays under the CUDA simulator, the vector arithmetic runs on
 host copies and only the kernels run on the device). The ``B`` systems of a batch iterate together; a
 converged system is frozen (``α = 0``), and the host looks at the convergence flags every ``check_every``
-iterations only.
+iterations only (every iteration where the arrays are host NumPy arrays: there the test costs nothing).
 """
 from __future__ import annotations
 
@@ -144,6 +146,8 @@ def composed_cg(backend, b, x0, grid, tol, maxiter, preconditioner, check_every)
             return proj(xp, spectral(r))
         return proj(xp, r * proj.dinv if jacobi else r)
 
+    if xp is np and not host:   # host arrays: testing convergence costs nothing, test every iteration
+        check_every = 1
     B = b.shape[0]
     c = -proj(xp, b)
     cc = dot(c, c)

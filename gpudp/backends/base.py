@@ -164,3 +164,36 @@ class Backend:
     def mac_at_faces_adjoint(self, g, geom):
         """Transpose of :meth:`mac_at_faces`: tuple of ``(B, M_a)`` → ``(B, N)``."""
         raise NotImplementedError
+
+    # -- the multigrid V-cycle (gpudp.ops.multigrid) ----------------------------------------------------------
+    #
+    # ``level`` is a :class:`gpudp.ops.multigrid.Level` whose arrays (the three coupling face arrays ``w`` and
+    # ``dinv``) live on this backend in the dtype of the data; cell arrays are ``(B, N)`` with ``N =
+    # level.size``; ``coarse`` is the next coarser level. The formulas are those of
+    # :mod:`gpudp.backends.mg_stencils`. Outputs never overlap inputs (``mg_prolong_add`` updates ``x`` in place).
+    # Nothing is read back to the host: on GPUs a V-cycle is a queue of launches.
+
+    def mg_smooth(self, x, r, out, level, omega, first):
+        """One damped-Jacobi sweep ``out = x + ω D⁻¹ (r − A x)``; ``first``: ``out = ω D⁻¹ r`` (``x`` unused,
+        may be ``None``). ``omega`` is a scalar of the data's dtype."""
+        raise NotImplementedError
+
+    def mg_residual(self, x, r, out, level):
+        """``out = r − A x``."""
+        raise NotImplementedError
+
+    def mg_apply(self, x, out, level):
+        """``out = A x`` (at level 0: ``−laplace`` with the grid's obstacles)."""
+        raise NotImplementedError
+
+    def mg_restrict(self, fine, out, level, coarse):
+        """``out = R fine``: cell-centred full weighting, ``R = Pᵀ / 2`` per coarsened axis."""
+        raise NotImplementedError
+
+    def mg_prolong_add(self, e, x, level, coarse):
+        """``x += P e``: cell-centred linear prolongation of the coarse ``e``."""
+        raise NotImplementedError
+
+    def mg_coarse_solve(self, r, pinv, out):
+        """``out = r M`` with ``M`` (``pinv``, ``(N_c, N_c)``, symmetric) the coarsest level's pseudo-inverse."""
+        raise NotImplementedError

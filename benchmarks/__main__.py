@@ -18,7 +18,8 @@ def parse_args(argv):
                                                   "default: every available one")
     p.add_argument("--cases", default="", help=f"comma-separated cases (default all): {', '.join(CASE_NAMES)}")
     p.add_argument("--sizes", default="default",
-                   help="'default' (per device kind: CPU or GPU), 'small', or grid shapes like 512x512,64x64x64")
+                   help="'default' (per device kind: CPU or GPU), 'full' (default, and the Poisson-solver case's "
+                        "large CPU sizes), 'small', or grid shapes like 512x512,64x64x64")
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes and few repeats (for CI); results go to a temporary folder unless --out")
     p.add_argument("--no-baselines", action="store_true", help="time gpudp only")

@@ -20,7 +20,8 @@ written once (``s`` is the item size, ``N`` the cells of the grid, ``D`` its dim
 =====================  ==========================================================================================
 
 The staggered-advection and smoke cases (``mac_*``, ``smoke_*``) and their byte models are in
-:mod:`benchmarks.cases_smoke`. Each case lists its implementations: gpudp on every backend asked for, and the
+:mod:`benchmarks.cases_smoke`, the comparison of the Poisson solvers (``solvers``) in
+:mod:`benchmarks.cases_solvers`. Each case lists its implementations: gpudp on every backend asked for, and the
 baselines of :mod:`benchmarks.baselines` (:mod:`benchmarks.jax_smoke` for the smoke cases) on the same device
 kind.
 """
@@ -56,6 +57,8 @@ SIZES = {
         for kind in ("cpu", "gpu")
     },
 }
+#: "full": the default sizes; the Poisson-solver case (benchmarks.cases_solvers) adds its large CPU sizes
+SIZES["full"] = SIZES["default"]
 
 CG_FIXED_ITERATIONS = 50
 SEED_N, SEED_T, SEED_DT = 128, 100, 0.002
@@ -64,10 +67,10 @@ PROJECT_TOL = 1e-5
 
 
 def parse_sizes(text):
-    """``"default"``, ``"small"``, or explicit grid shapes like ``"512x512,64x64x64"``: every case on a grid
-    runs at the shapes of its dimension (advection at 2-D and 3-D ones; the solves and the smoke step at 2-D
-    square ones)."""
-    if text in ("default", "small", "smoke"):
+    """``"default"``, ``"full"``, ``"small"``, or explicit grid shapes like ``"512x512,64x64x64"``: every case on
+    a grid runs at the shapes of its dimension (advection and the Poisson-solver comparison at 2-D and 3-D ones;
+    the solves and the smoke step at 2-D square ones)."""
+    if text in ("default", "full", "small", "smoke"):
         return text
     shapes = []
     for part in text.split(","):
@@ -578,8 +581,9 @@ class CGIteration(Case):
         b = backend.asarray(self._rhs(cfg, env), cfg.dtype)
 
         def run(maxiter=CG_FIXED_ITERATIONS):
-            # tol far below reach: exactly maxiter iterations
-            return gp.poisson_solve(b, grid, tol=1e-30, maxiter=maxiter, throw=False, return_info=True)[1].iterations
+            # tol far below reach: exactly maxiter iterations of plain CG (the default preconditioner is "auto")
+            return gp.poisson_solve(b, grid, tol=1e-30, maxiter=maxiter, throw=False, return_info=True,
+                                    preconditioner=None)[1].iterations
 
         return _counted(run, _clock(backend), _host_sync(backend), warmup_fn=lambda: run(3))
 
@@ -618,8 +622,9 @@ class CGIteration(Case):
         grid = gp.Grid(cfg.shape, boundary="dirichlet")
         b = backend.asarray(self._rhs(cfg, env), cfg.dtype)
         lap = timer(lambda: gp.laplace(b, grid))
-        t10 = timer(lambda: gp.poisson_solve(b, grid, tol=1e-30, maxiter=10, throw=False))
-        t50 = timer(lambda: gp.poisson_solve(b, grid, tol=1e-30, maxiter=CG_FIXED_ITERATIONS, throw=False))
+        t10 = timer(lambda: gp.poisson_solve(b, grid, tol=1e-30, maxiter=10, throw=False, preconditioner=None))
+        t50 = timer(lambda: gp.poisson_solve(b, grid, tol=1e-30, maxiter=CG_FIXED_ITERATIONS, throw=False,
+                                             preconditioner=None))
         return {"laplace_pass_s": lap.median,
                 "laplace_pass_gbps": 2 * cfg.cells * cfg.itemsize / lap.median / 1e9,
                 "iteration_s_without_setup": (t50.median - t10.median) / (CG_FIXED_ITERATIONS - 10)}
@@ -752,11 +757,12 @@ _CASES = [AdvectForward(), AdvectAdjoint(), SeedGradient(), PoissonSolve(), CGIt
 
 def __getattr__(name):
     """``CASES`` (every case, in run order) and ``CASE_NAMES``: the cases above, then those of
-    :mod:`benchmarks.cases_smoke`, which builds on this module's classes (so it is imported on first use, and
-    either module may be imported first)."""
+    :mod:`benchmarks.cases_smoke` and :mod:`benchmarks.cases_solvers`, which build on this module's classes (so
+    they are imported on first use, and any of the modules may be imported first)."""
     if name in ("CASES", "CASE_NAMES"):
         from .cases_smoke import SMOKE_CASES
-        cases = _CASES + SMOKE_CASES
+        from .cases_solvers import SOLVER_CASES
+        cases = _CASES + SMOKE_CASES + SOLVER_CASES
         globals().update(CASES=cases, CASE_NAMES=[c.name for c in cases])
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,6 +18,7 @@ import sys
 
 from gpudp.demo import pressure as pressure_demo
 
+from . import cases_solvers
 from .cases_smoke import SmokeDemo
 from .harness import slug
 
@@ -37,10 +38,16 @@ CPU_TARGETS = [
     ("cg_iter_model", "cg_iter", "1024x1024 float64", "one CG iteration within 2× of its byte-model time (1024², float64)"),
     ("pressure_demo", "project_grad", f"pressure demo 80x64 neumann float64 ({_DEMO_PRECONDITIONER})", "pressure-demo iteration (projection forward + backward, 80 × 64, tol 1e-5) ≤ 3 ms"),
     ("smoke_demo", "smoke_demo", _SMOKE_DEMO_CONFIG, "smoke-demo iteration (100 steps forward + backward, 64², obstacle) ≤ 0.55 s: the demo's 60 s for 100 iterations, set-up and figures"),
-]
+] + cases_solvers.TARGETS
 
 
 # -- derived numbers ----------------------------------------------------------------------------------------------
+
+
+def _group(r):
+    """Records compare with the baselines of their group: ``info["group"]`` where a case sets it (several
+    configurations sharing one set of baselines), else their configuration."""
+    return (r.get("info") or {}).get("group") or r["config"]
 
 
 def finalize(records, probes):
@@ -56,7 +63,7 @@ def finalize(records, probes):
             continue
         r["speedup"] = {b["impl"]: b["median_s"] / r["median_s"] for b in records
                         if b.get("role") == "baseline" and b.get("status") == "ok" and b["case"] == r["case"]
-                        and b["config"] == r["config"] and b["device_kind"] == r["device_kind"]}
+                        and _group(b) == _group(r) and b["device_kind"] == r["device_kind"]}
     return records
 
 
@@ -79,6 +86,9 @@ def evaluate_targets(records, probes):
         row = {"id": tid, "text": text, "status": "not measured", "measured": None, "goal": None, "detail": ""}
         out.append(row)
         if g is None:
+            continue
+        if case == cases_solvers.CASE_NAME:
+            row.update(cases_solvers.evaluate_target(tid, g, records))
             continue
         if tid in ("advect_fwd_bw", "advect_adj_bw"):
             goal = 80.0 if tid == "advect_fwd_bw" else 60.0
@@ -275,6 +285,7 @@ Byte models (the fewest bytes each operation must move: each input read once, ea
 | `smoke_fwd` | one smoke step (advect `d` and `u`, buoyancy, project): read `d`, `u`, write `d'`, `u'`, and the solve: `(2N + 2F + 6·iterations·N)·s` |
 | `smoke_adj` | the tape's backward pass of one step: read the cotangents and the saved `d`, `u`, write `∂d`, `∂u`, and the adjoint solve: `(3N + 3F + 6·iterations·N)·s` |
 | `smoke_demo` | the demo's iteration (loss and gradient through 100 steps): timed only |
+| `solvers` | `poisson_solve` per preconditioner (dirichlet, tol 1e-6; `open` and with 20 % random solid discs/spheres): plain CG `(6·iterations + 2)·N·s`, preconditioned CG `(8·iterations + 2)·N·s` (also read `r` and write `z = M⁻¹ r` each iteration); `N` counts solid cells too; the preconditioner's own passes (V-cycle levels, transforms, pyamg's hierarchy) are left out: compare those rows by time. Baseline rows (pyamg, JAX, CuPy, dense spectral, the FFT pair) hang on the `jacobi` configuration and use its model; every baseline's answer is checked against gpudp's (record `info.notes`); see the "Poisson solvers" section and `benchmarks/cases_solvers.py` |
 
 A time is the median of repeated calls after warm-up; IQR is the interquartile range relative to the median.
 Single-step cases rotate through enough input sets to exceed twice the last-level cache, so repeated calls
@@ -305,6 +316,7 @@ def markdown(run):
             lines.append(f"| {t['text']} | {t['measured'] or ''} | {t['goal'] or ''} | "
                          f"{'**' + t['status'] + '**' if t['status'] == 'missed' else t['status']} | {t['detail']} |")
         lines.append("")
+    lines += cases_solvers.summary_lines(records)
     if run.get("notes"):
         lines += ["## Analysis", "", run["notes"].strip(), ""]
     lines += ["## Method", "", BYTE_MODELS, ""]
@@ -320,7 +332,9 @@ def chart(run, path):
         from matplotlib.figure import Figure
     except ImportError:
         return None
-    ok = [r for r in run["records"] if r.get("status") == "ok" and "pct_bw" in r]
+    # the solver comparison is left out: its byte model omits the preconditioners' own passes (compare by time)
+    ok = [r for r in run["records"] if r.get("status") == "ok" and "pct_bw" in r
+          and r["case"] != cases_solvers.CASE_NAME]
     if not ok:
         return None
     groups = []

@@ -89,6 +89,8 @@ def measure(case, cfg, impl_name, role, factory, budget, env, log):
     rate = f"{rec['gbps']:7.2f} GB/s" if rec["gbps"] is not None else " " * 12
     log(f"  {impl_name:<16} {cfg.label:<40} {timing.median * 1e3:10.3f} ms  ±{timing.spread * 100:4.1f}%  "
         f"{rate}{extra}")
+    if rec["info"].get("notes"):  # e.g. a baseline's answer checked against gpudp's
+        log(f"  {'':<16} {rec['info']['notes']}")
     return rec
 
 
@@ -123,6 +125,8 @@ def run(backend_names=None, case_names=None, sizes="default", smoke=False, with_
             for cfg in case.configs(kind, sizes):
                 log(f"-- {case.name}: {cfg.label}")
                 budget = SMOKE_BUDGET if smoke else (SOLVE_BUDGET if case.solve else CASE_BUDGET)
+                if not smoke and cfg.params.get("single_run"):  # a solve of thousands of iterations: timed once
+                    budget = BASELINE_SOLVE_BUDGET
                 for bname in names:
                     impl_name = f"gpudp-{bname}"
                     if missing:

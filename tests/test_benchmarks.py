@@ -8,11 +8,12 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CASES = {"advect_fwd", "advect_adj", "seed_grad", "poisson_solve", "cg_iter", "project_grad",
-         "mac_fwd", "mac_adj", "smoke_fwd", "smoke_adj", "smoke_demo"}
+         "mac_fwd", "mac_adj", "smoke_fwd", "smoke_adj", "smoke_demo", "solvers"}
 
 
 def _env():
@@ -39,7 +40,9 @@ def _check_run(folder):
     errors = [f"{r['case']} {r['config']} {r['impl']}: {r['status']}" for r in records
               if r["status"].startswith("error")]
     assert not errors, "\n".join(errors)
-    gpudp_rows = [r for r in records if r["impl"] == "gpudp-cpu"]
+    # a gpudp without preconditioner="multigrid" reports those rows of the solver case as unavailable
+    gpudp_rows = [r for r in records if r["impl"] == "gpudp-cpu"
+                  and not r["status"].startswith("not available: preconditioner 'multigrid' is unavailable")]
     assert gpudp_rows and all(r["status"] == "ok" for r in gpudp_rows), \
         [(r["case"], r["status"]) for r in gpudp_rows if r["status"] != "ok"]
     for r in gpudp_rows:
@@ -121,6 +124,127 @@ def test_mac_and_smoke_case_configurations(monkeypatch):
     assert [c.shape for c in S.MacAdjoint().configs("cpu", explicit)][::2] == [(64, 64), (32, 48), (16, 16, 16)]
     assert {c.name for c in C.select(["mac", "smoke"])} == {"mac_fwd", "mac_adj", "smoke_fwd", "smoke_adj",
                                                             "smoke_demo"}
+
+
+def test_solver_case_configurations(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import cases as C
+    from benchmarks import cases_solvers as S
+    case = S.PoissonSolvers()
+    cpu = [c.label for c in case.configs("cpu", "default")]
+    assert cpu[:5] == ["256x256 open float64 multigrid", "256x256 open float64 spectral", "256x256 open float64 jacobi",
+                       "256x256 open float64 none", "256x256 obstacles float64 multigrid"]
+    assert "1024x1024 obstacles float64 auto" in cpu and "1024x1024 open float64 none" not in cpu
+    assert not any(label.startswith(("2048x2048", "128x128x128")) for label in cpu)      # "full" only on the CPU
+    full = {c.shape for c in case.configs("cpu", C.parse_sizes("full"))}
+    assert {(2048, 2048), (128, 128, 128), (32, 32, 32)} <= full
+    gpu = case.configs("gpu", "default")
+    assert gpu[0].shape == (2048, 2048)                                                  # largest first
+    assert {c.label for c in gpu if c.dtype == "float32"} == {
+        f"{s} {o} float32 {pc}" for s in ("2048x2048", "128x128x128") for o in ("open", "obstacles")
+        for pc in ("multigrid", "spectral")}
+    by = {c.label: c for c in case.configs("cpu", "default")}
+    jac = by["1024x1024 obstacles float64 jacobi"]
+    assert jac.params["single_run"] and jac.params["baselines"] and jac.params["group"] == "1024x1024 obstacles float64"
+    assert not by["1024x1024 obstacles float64 multigrid"].params["single_run"]
+    assert sum(c.params["baselines"] for c in by.values()) == 8          # one per shape, open and with obstacles
+    f64 = by["256x256 open float64 none"]
+    assert case.bytes(f64, 10) == (6 * 10 + 2) * 256 * 256 * 8                           # plain CG
+    assert case.bytes(by["256x256 open float64 multigrid"], 10) == (8 * 10 + 2) * 256 * 256 * 8
+    explicit = [c.shape for c in case.configs("cpu", C.parse_sizes("24x24,8x8x8"))]
+    assert explicit[0] == (24, 24) and explicit[-1] == (8, 8, 8)
+    assert {c.name for c in C.select(["solvers"])} == {"solvers"}
+    assert {c.name for c in C.select(["poisson_solve"])} == {"poisson_solve"}
+
+
+def test_solver_case_problem_and_matrices(monkeypatch):
+    """The obstacles (fraction, no sealed pocket, deterministic) and the baselines' operators: the CSR matrix of
+    ``−laplace`` against the dense float64 reference without obstacles and against gpudp's laplace with them;
+    the JAX stencil against gpudp's laplace."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    import gpudp
+    from benchmarks import cases_solvers as S
+    from gpudp.ops.obstacles import obstacle_facts
+    from reference_mac import laplace_matrix
+    for shape in [(64, 64), (16, 16, 16)]:
+        solid, _ = S.obstacle_mask(shape)
+        assert 0.2 <= solid.mean() < 0.26
+        assert np.array_equal(solid, S.obstacle_mask(shape)[0])
+        assert obstacle_facts(gpudp.Grid(shape, boundary="dirichlet", solid=solid)).n_sealed == 0
+    for shape, spacing, bnd in [((6, 5), (0.5, 2.0), "dirichlet"),
+                                ((4, 5, 3), (0.5, 2.0, 1.0), ("dirichlet", "neumann", "periodic"))]:
+        grid = gpudp.Grid(shape, spacing=spacing, boundary=bnd)
+        A, fluid = S.minus_laplace_csr(grid)
+        assert fluid.all()
+        np.testing.assert_allclose(A.toarray(), -laplace_matrix(shape, spacing, grid.boundary), rtol=0, atol=1e-12)
+    rng = np.random.default_rng(3)
+    for shape, bnd in [((12, 10), "dirichlet"), ((5, 6, 4), ("dirichlet", "neumann", "periodic"))]:
+        solid = rng.random(shape) < 0.25
+        grid = gpudp.Grid(shape, spacing=(0.5, 2.0, 1.0)[:len(shape)], boundary=bnd, solid=solid)
+        A, fluid = S.minus_laplace_csr(grid)
+        N = grid.size
+        columns = np.stack([np.asarray(gpudp.laplace(e.reshape(shape), grid)).reshape(-1) for e in np.eye(N)], axis=1)
+        np.testing.assert_allclose(A.toarray(), -columns[fluid][:, fluid], rtol=0, atol=1e-12)
+        weights, dinv, boundary = S.face_weights(grid)
+        np.testing.assert_allclose(dinv.reshape(-1)[fluid], 1.0 / A.diagonal(), rtol=1e-12)
+        assert not dinv.reshape(-1)[~fluid].any()
+        jax_mod = pytest.importorskip("jax")
+        jax_mod.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+        op = S.jax_minus_laplace(jnp, [jnp.asarray(w) for w in weights], boundary)
+        x = rng.standard_normal(shape)
+        np.testing.assert_allclose(np.asarray(op(jnp.asarray(x))), -np.asarray(gpudp.laplace(x, grid)), rtol=0,
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("multigrid", ["present", "missing"])
+def test_solver_case_runs(monkeypatch, multigrid):
+    """The case at its smoke sizes on the cpu backend, in process: every row runs (multigrid and auto are
+    reported unavailable, with the reason, where gpudp has no multigrid), the baselines agree with gpudp, and
+    the report renders its section and targets."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from gpudp.ops import poisson
+    from benchmarks import report, suite
+    from benchmarks import cases_solvers as S
+    if multigrid == "present" and S.multigrid_missing():
+        pytest.skip(S.multigrid_missing())
+    if multigrid == "missing":
+        monkeypatch.setattr(poisson, "PRECONDITIONERS",
+                            tuple(p for p in poisson.PRECONDITIONERS if p not in ("multigrid", "auto")))
+    monkeypatch.delenv(S.BUDGET_ENV, raising=False)
+    # 2-D only and no plain CG: less compiling (the suite's smoke run has them)
+    monkeypatch.setitem(S.SIZES, "smoke", {"cpu": [(16, 16)]})
+    monkeypatch.setattr(S, "ORDER", tuple(pc for pc in S.ORDER if pc is not None))
+    records, devices, probes = suite.run(["cpu"], ["solvers"], smoke=True, quiet=True)
+    assert records and {r["case"] for r in records} == {"solvers"}
+    for r in records:
+        pc = r["config"].split()[-1]
+        if multigrid == "missing" and r["role"] == "gpudp" and pc in ("multigrid", "auto"):
+            assert r["status"].startswith("not available: preconditioner 'multigrid' is unavailable"), r["status"]
+            continue
+        if r["role"] == "baseline" and r["impl"].startswith("jax") and r["status"].startswith("not available"):
+            continue   # no JAX here
+        assert r["status"] == "ok", (r["config"], r["impl"], r["status"])
+        info = r["info"]
+        if r["role"] == "gpudp":
+            assert info["converged"] and r["iterations"] >= 1 and r["bytes"] > 0
+            assert r["diagnostics"]["first_call_s"] > 0
+        elif r["impl"] != "scipy-fft-pair":   # the FFT pair solves nothing
+            assert info["agrees"] and info["rel_diff_vs_gpudp"] < 1e-4, (r["impl"], info.get("notes"))
+            assert info["true_residual"] < 2e-6
+    if multigrid == "present":
+        used = {r["config"]: r["info"]["preconditioner_used"] for r in records
+                if r["role"] == "gpudp" and r["config"].endswith(" auto")}
+        assert used == {"16x16 open float64 auto": "spectral", "16x16 obstacles float64 auto": "multigrid"}
+    impls = {r["impl"] for r in records}
+    assert {"pyamg-sa", "pyamg-sa-solve", "pyamg-rs", "dense-spectral-pcg", "scipy-fft-pair"} <= impls
+    run = report.assemble(records, devices, probes, "test")
+    gp = [r for r in run["records"] if r["role"] == "gpudp" and r["status"] == "ok"]
+    assert all("pyamg-sa" in r["speedup"] for r in gp)               # every preconditioner against the size's baselines
+    md = report.markdown(run)
+    assert "## Poisson solvers" in md and "**16x16 obstacles float64** (cpu)" in md
+    assert {t["id"] for t in run["targets"]} >= {t[0] for t in S.TARGETS}
 
 
 @pytest.mark.slow

@@ -36,6 +36,8 @@ import types
 
 import numpy as np
 
+from .mac_stencils import face_dims, flat  # noqa: F401  (compiled by build() with the bodies below)
+
 #: Typed constants: float32 arithmetic stays float32 (float64 operands promote them); all exact in float32.
 ZERO = np.float32(0.0)
 ONE = np.float32(1.0)
@@ -46,17 +48,6 @@ R_FAR = np.float32(0.125)
 
 
 # -- indexing ------------------------------------------------------------------------------------------------
-
-def face_dims(a, n, bc):
-    """Dims of the face array of padded axis ``a`` (one more entry along ``a`` when it is not periodic)."""
-    e = 1 if bc[a] != 0 else 0
-    return (n[0] + e if a == 0 else n[0], n[1] + e if a == 1 else n[1], n[2] + e if a == 2 else n[2])
-
-
-def flat(x0, x1, x2, m):
-    """Flat index of ``(x0, x1, x2)`` in an array of dims ``m``."""
-    return (x0 * m[1] + x1) * m[2] + x2
-
 
 def coord(a, x0, x1, x2):
     """``(x0, x1, x2)[a]``."""

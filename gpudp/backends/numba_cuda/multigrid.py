@@ -16,16 +16,10 @@ from numba import cuda
 
 from .. import mg_stencils
 from ._common import blocks_for
+from .mac import _coords
 
 _S = mg_stencils.build(cuda.jit(device=True))
 _apply_at, _smooth_at, _restrict_at, _prolong_at = _S.apply_at, _S.smooth_at, _S.restrict_at, _S.prolong_at
-
-
-@cuda.jit(device=True)
-def _coords(j, m1, m2):
-    x2 = j % m2
-    t = j // m2
-    return t // m1, t % m1, x2
 
 
 @cuda.jit

@@ -104,11 +104,13 @@ EOF
 } >"$INFO" 2>&1
 cat "$INFO"
 
-# The test modules of the MAC-advection and obstacle operators: collected with the rest of `tests` below (their
+# The test modules of the newest operators (the multigrid and FFT Poisson preconditioners, obstacles, MAC
+# advection): collected with the rest of `tests` below (their
 # backend-parametrised tests carry the gpu/cudasim marks) and run first (benchmarks/pytest_first.py), so that they
 # have run when the time limit ends the step early; named here so that a missing module fails the check instead
 # of passing unnoticed.
-NEW_TEST_MODULES=(tests/test_mac.py tests/test_obstacles.py tests/test_cupy_mac.py)
+NEW_TEST_MODULES=(tests/test_multigrid.py tests/test_cupy_multigrid.py tests/test_poisson.py tests/test_obstacles.py
+                  tests/test_mac.py tests/test_cupy_mac.py)
 export GPUDP_TESTS_FIRST="$(IFS=,; echo "${NEW_TEST_MODULES[*]}")"
 SMOKE_TOL=1e-10           # the smoke check's Poisson tolerance: loss histories comparable to 1e-6 across backends
 if [ "$DRY_RUN" = 1 ]; then

@@ -38,8 +38,8 @@ STEP = 0.002                           # gradient-descent step
 PEAK_SPEED = 0.15                      # of the hidden initial velocity
 SEED = 2
 TOL = 1e-6                             # Poisson tolerance (the default of gpudp.poisson_solve)
-#: the box's exact inverse restricted to the fluid cells: about 8 CG iterations per solve, plain CG about 250
-PRECONDITIONER = "auto"  # multigrid around the obstacle (spectral on a box without one)
+#: "auto": the multigrid V-cycle around the disc, 7–10 CG iterations per solve (plain CG about 250)
+PRECONDITIONER = "auto"
 GOAL_RATIO = 0.05                      # final loss at most this fraction of the initial one
 
 

@@ -36,7 +36,7 @@ import types
 
 import numpy as np
 
-from .mac_stencils import face_dims, flat  # noqa: F401  (compiled by build() with the bodies below)
+from .mac_stencils import face_dims, flat, shift  # noqa: F401  (compiled by build() with the bodies below)
 
 #: Typed constants: float32 arithmetic stays float32 (float64 operands promote them); all exact in float32.
 ZERO = np.float32(0.0)
@@ -58,11 +58,6 @@ def coord(a, x0, x1, x2):
     return x2
 
 
-def replaced(a, x0, x1, x2, v):
-    """``(x0, x1, x2)`` with coordinate ``a`` set to ``v``."""
-    return (v if a == 0 else x0), (v if a == 1 else x1), (v if a == 2 else x2)
-
-
 # -- the level operator --------------------------------------------------------------------------------------
 
 def axis_term(x, xb, w, a, x0, x1, x2, n, bc, xi):
@@ -74,21 +69,21 @@ def axis_term(x, xb, w, a, x0, x1, x2, n, bc, xi):
     up = ia + 1
     if up == na and bc[a] == 0:
         up = 0
-    u0, u1, u2 = replaced(a, x0, x1, x2, up)
+    u0, u1, u2 = shift(x0, x1, x2, a, up - ia)
     wu = w[flat(u0, u1, u2, m)]
     xl = xi - xi
     lo = ia - 1
     if lo < 0 and bc[a] == 0:
         lo = na - 1
     if lo >= 0:
-        l0, l1, l2 = replaced(a, x0, x1, x2, lo)
+        l0, l1, l2 = shift(x0, x1, x2, a, lo - ia)
         xl = x[xb + flat(l0, l1, l2, n)]
     xu = xi - xi
     hi = ia + 1
     if hi == na and bc[a] == 0:
         hi = 0
     if hi < na:
-        h0, h1, h2 = replaced(a, x0, x1, x2, hi)
+        h0, h1, h2 = shift(x0, x1, x2, a, hi - ia)
         xu = x[xb + flat(h0, h1, h2, n)]
     return wl * (xi - xl) + wu * (xi - xu)
 
@@ -134,6 +129,14 @@ def restrict_source(j, nf, nc, b):
     return j
 
 
+def restrict_pick(X, t, nf, nc, b, k):
+    """Restriction candidate ``t`` of coarse index ``X`` on one axis: ``(fine index or −1, weight)``; an axis that
+    is not coarsened (``k`` false) has the one candidate ``(X, 1)``."""
+    if not k:
+        return X, ONE
+    return restrict_source(2 * X - 1 + t, nf, nc, b), (R_FAR if (t == 0 or t == 3) else R_NEAR)
+
+
 def restrict_at(f, fb, X0, X1, X2, nf, nc, bc, k, off):
     """Coarse cell ``(X0, X1, X2)`` of the restriction of the fine system at ``fb`` (dims ``nf``; coarse dims
     ``nc``; ``k`` the coarsened flags)."""
@@ -142,30 +145,18 @@ def restrict_at(f, fb, X0, X1, X2, nf, nc, bc, k, off):
     c1 = 4 if (off <= 1 and k[1]) else 1
     c2 = 4 if k[2] else 1
     for t0 in range(c0):
-        j0 = X0
-        w0 = ONE
-        if c0 == 4:
-            j0 = restrict_source(2 * X0 - 1 + t0, nf[0], nc[0], bc[0])
-            w0 = R_FAR if (t0 == 0 or t0 == 3) else R_NEAR
+        j0, w0 = restrict_pick(X0, t0, nf[0], nc[0], bc[0], c0 == 4)
         if j0 < 0:
             continue
         for t1 in range(c1):
-            j1 = X1
-            w1 = w0
-            if c1 == 4:
-                j1 = restrict_source(2 * X1 - 1 + t1, nf[1], nc[1], bc[1])
-                w1 = w0 * (R_FAR if (t1 == 0 or t1 == 3) else R_NEAR)
+            j1, w1 = restrict_pick(X1, t1, nf[1], nc[1], bc[1], c1 == 4)
             if j1 < 0:
                 continue
             for t2 in range(c2):
-                j2 = X2
-                w2 = w1
-                if c2 == 4:
-                    j2 = restrict_source(2 * X2 - 1 + t2, nf[2], nc[2], bc[2])
-                    w2 = w1 * (R_FAR if (t2 == 0 or t2 == 3) else R_NEAR)
+                j2, w2 = restrict_pick(X2, t2, nf[2], nc[2], bc[2], c2 == 4)
                 if j2 < 0:
                     continue
-                acc += w2 * f[fb + flat(j0, j1, j2, nf)]
+                acc += w0 * w1 * w2 * f[fb + flat(j0, j1, j2, nf)]
     return acc
 
 
@@ -185,6 +176,14 @@ def prolong_source(i, nc, b, t):
     return J
 
 
+def prolong_pick(i, t, nc, b, k):
+    """Prolongation candidate ``t`` (0: the parent, 1: the neighbour) of fine index ``i`` on one axis:
+    ``(coarse index or −1, weight)``; an axis that is not coarsened has the one candidate ``(i, 1)``."""
+    if not k:
+        return i, ONE
+    return prolong_source(i, nc, b, t), (P_NEAR if t == 0 else P_FAR)
+
+
 def prolong_at(e, eb, x0, x1, x2, nc, bc, k, off):
     """``(P e)_i`` at fine cell ``(x0, x1, x2)`` for the coarse system at ``eb`` (coarse dims ``nc``)."""
     acc = e[eb] - e[eb]
@@ -192,38 +191,26 @@ def prolong_at(e, eb, x0, x1, x2, nc, bc, k, off):
     c1 = 2 if (off <= 1 and k[1]) else 1
     c2 = 2 if k[2] else 1
     for t0 in range(c0):
-        J0 = x0
-        w0 = ONE
-        if c0 == 2:
-            J0 = prolong_source(x0, nc[0], bc[0], t0)
-            w0 = P_NEAR if t0 == 0 else P_FAR
+        J0, w0 = prolong_pick(x0, t0, nc[0], bc[0], c0 == 2)
         if J0 < 0:
             continue
         for t1 in range(c1):
-            J1 = x1
-            w1 = w0
-            if c1 == 2:
-                J1 = prolong_source(x1, nc[1], bc[1], t1)
-                w1 = w0 * (P_NEAR if t1 == 0 else P_FAR)
+            J1, w1 = prolong_pick(x1, t1, nc[1], bc[1], c1 == 2)
             if J1 < 0:
                 continue
             for t2 in range(c2):
-                J2 = x2
-                w2 = w1
-                if c2 == 2:
-                    J2 = prolong_source(x2, nc[2], bc[2], t2)
-                    w2 = w1 * (P_NEAR if t2 == 0 else P_FAR)
+                J2, w2 = prolong_pick(x2, t2, nc[2], bc[2], c2 == 2)
                 if J2 < 0:
                     continue
-                acc += w2 * e[eb + flat(J0, J1, J2, nc)]
+                acc += w0 * w1 * w2 * e[eb + flat(J0, J1, J2, nc)]
     return acc
 
 
 # -- compilation -----------------------------------------------------------------------------------------------
 
 #: Every function above, compiled by :func:`build`.
-NAMES = ("face_dims", "flat", "coord", "replaced", "axis_term", "apply_at", "smooth_at", "residual_at",
-         "restrict_source", "restrict_at", "prolong_source", "prolong_at")
+NAMES = ("face_dims", "flat", "shift", "coord", "axis_term", "apply_at", "smooth_at", "residual_at",
+         "restrict_source", "restrict_pick", "restrict_at", "prolong_source", "prolong_pick", "prolong_at")
 
 #: A short digest of this file (the CPU kernels put it into the names of their disk-cached compilations).
 DIGEST = hashlib.sha1(pathlib.Path(__file__).read_bytes()).hexdigest()[:10]

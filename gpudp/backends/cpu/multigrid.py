@@ -1,10 +1,11 @@
 """The multigrid V-cycle's kernels (``gpudp.ops.multigrid``) as Numba CPU loops.
 
-The per-cell formulas are the stencil bodies of :mod:`gpudp.backends.mg_stencils` (the ``numba-cuda`` backend
-compiles the same bodies as device functions), compiled with ``numba.njit``. Each kernel loops over the rows
-(along the last axis) of all systems of a batch, in parallel (``prange``) when the level is large and
-serially otherwise (a parallel region costs more than a small level's whole sweep); every iteration writes
-the entries it owns (gather form).
+The formulas are those of :mod:`gpudp.backends.mg_stencils` (the ``numba-cuda`` backend compiles its bodies as
+device functions), here in row form: each kernel loops over the rows (along the last axis) of all systems of a
+batch, in parallel (``prange``) when the level is large and serially otherwise (a parallel region costs more
+than a small level's whole sweep); every iteration writes the row it owns (gather form). A row's interior is a
+branch-free loop over row views; its end cells take the per-cell body ``apply_at``, and the rows a transfer
+reads are chosen with the bodies' ``restrict_pick`` / ``prolong_pick``.
 """
 from __future__ import annotations
 
@@ -19,8 +20,13 @@ from .. import mg_stencils
 from .difference import PARALLEL_MIN_CELLS
 
 _S = mg_stencils.build(njit(_nrt=False))
-_apply_at, _smooth_at, _residual_at = _S.apply_at, _S.smooth_at, _S.residual_at
-_restrict_at, _prolong_at = _S.restrict_at, _S.prolong_at
+_apply_at = _S.apply_at
+
+
+#: Bound to a constant in every compiled variant (see :func:`_variant`): the kernel's mode (0 ``A x``, 1 the
+#: residual, 2 a sweep, 3 the first sweep) and the row function compiled for it.
+MODE = 0
+OPS_ROW = None
 
 
 def _row(t, n):
@@ -171,21 +177,14 @@ def _restrict_row(f, out, s, X0, X1, nf, nc, bc, k, off):
     # interior coarse cells: fine 2I − 1 … 2I + 2 all inside the row
     hi = (m - 3) // 2 + 1
     for t0 in range(c0):
-        j0 = X0
-        a0 = 1.0
-        if c0 == 4:
-            j0 = _restrict_source(2 * X0 - 1 + t0, nf[0], nc[0], bc[0])
-            a0 = 0.125 if (t0 == 0 or t0 == 3) else 0.375
+        j0, a0 = _restrict_pick(X0, t0, nf[0], nc[0], bc[0], c0 == 4)
         if j0 < 0:
             continue
         for t1 in range(c1):
-            j1 = X1
-            a = a0
-            if c1 == 4:
-                j1 = _restrict_source(2 * X1 - 1 + t1, nf[1], nc[1], bc[1])
-                a = a0 * (0.125 if (t1 == 0 or t1 == 3) else 0.375)
+            j1, b1 = _restrict_pick(X1, t1, nf[1], nc[1], bc[1], c1 == 4)
             if j1 < 0:
                 continue
+            a = a0 * b1
             row = f[fb + (j0 * nf[1] + j1) * m:fb + (j0 * nf[1] + j1) * m + m]
             if not k[2]:
                 for i in range(m):
@@ -224,21 +223,14 @@ def _prolong_row(e, x, s, i0, i1, nf, nc, bc, k, off):
     c0 = 2 if (off <= 0 and k[0]) else 1
     c1 = 2 if (off <= 1 and k[1]) else 1
     for t0 in range(c0):
-        J0 = i0
-        a0 = 1.0
-        if c0 == 2:
-            J0 = _prolong_source(i0, nc[0], bc[0], t0)
-            a0 = 0.75 if t0 == 0 else 0.25
+        J0, a0 = _prolong_pick(i0, t0, nc[0], bc[0], c0 == 2)
         if J0 < 0:
             continue
         for t1 in range(c1):
-            J1 = i1
-            a = a0
-            if c1 == 2:
-                J1 = _prolong_source(i1, nc[1], bc[1], t1)
-                a = a0 * (0.75 if t1 == 0 else 0.25)
+            J1, b1 = _prolong_pick(i1, t1, nc[1], bc[1], c1 == 2)
             if J1 < 0:
                 continue
+            a = a0 * b1
             row = e[eb + (J0 * nc[1] + J1) * M:eb + (J0 * nc[1] + J1) * M + M]
             if not k[2]:
                 for i in range(m):
@@ -269,6 +261,7 @@ def _prolong_add(e, x, B, nf, nc, bc, k, off):
 
 
 _restrict_source, _prolong_source = _S.restrict_source, _S.prolong_source
+_restrict_pick, _prolong_pick = _S.restrict_pick, _S.prolong_pick
 #: Digest of the formulas (this file and the stencil bodies): part of every disk-cached compilation's name, since
 #: Numba's cache tells neither an edit of the stencil module, the bound mode nor the parallel flag apart.
 _DIGEST = hashlib.sha1(pathlib.Path(__file__).read_bytes() + mg_stencils.DIGEST.encode()).hexdigest()[:10]

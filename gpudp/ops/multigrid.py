@@ -36,6 +36,7 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
+from ..backends.mac_stencils import face_dims
 from .obstacles import obstacle_facts
 
 #: The coarsest level has at most this many cells (its dense pseudo-inverse is applied as a matrix product).
@@ -107,22 +108,20 @@ def fine_couplings(facts):
     return tuple(w)
 
 
-def _face_shape(n, bc, a):
-    s = list(n)
-    if bc[a] != 0:
-        s[a] += 1
-    return tuple(s)
-
-
-def inverse_diagonal(w, n, bc, off):
-    """``1/D`` with ``D_i`` the sum of the couplings of cell ``i``'s faces (0 where ``D = 0``)."""
+def diagonal(w, n, bc, off):
+    """``D_i``, the sum of the couplings of cell ``i``'s faces (flat)."""
     d = np.zeros(n)
     for a in range(off, 3):
-        f = w[a].reshape(_face_shape(n, bc, a))
+        f = w[a].reshape(face_dims(a, n, bc))
         lower = np.take(f, np.arange(n[a]), axis=a)
         upper = np.take(f, (np.arange(n[a]) + 1) % f.shape[a], axis=a)
         d = d + lower + upper
-    d = d.reshape(-1)
+    return d.reshape(-1)
+
+
+def inverse_diagonal(w, n, bc, off):
+    """``1/D`` (0 where ``D = 0``)."""
+    d = diagonal(w, n, bc, off)
     return np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), 0.0)
 
 
@@ -131,7 +130,7 @@ def coarsen(w, n, bc, off, flags, widths):
     nc = tuple((n[a] + 1) // 2 if flags[a] else n[a] for a in range(3))
     out = [np.zeros(1), np.zeros(1), np.zeros(1)]
     for a in range(off, 3):
-        f = w[a].reshape(_face_shape(n, bc, a))
+        f = w[a].reshape(face_dims(a, n, bc))
         if flags[a]:
             if bc[a] == 0:
                 pick = np.arange(nc[a]) * 2
@@ -159,38 +158,29 @@ def coarsen(w, n, bc, off, flags, widths):
 
 
 def dense_matrix(level):
-    """The level's ``A`` as a dense float64 matrix (only for the coarsest level: a few hundred cells)."""
+    """The level's ``A`` as a dense float64 matrix (only for the coarsest level: a few hundred cells): ``D`` on
+    the diagonal, ``−w_f`` between the two cells of every face ``f`` inside the grid (both faces between two
+    cells of a periodic axis of two)."""
     n, bc, off = level.shape3, level.bc, level.off
-    N = level.size
-    A = np.zeros((N, N))
-    idx = np.arange(N).reshape(n)
+    A = np.diag(diagonal(level.w, n, bc, off))
+    idx = np.arange(level.size).reshape(n)
     for a in range(off, 3):
-        f = level.w[a].reshape(_face_shape(n, bc, a))
-        for face in range(f.shape[a]):
-            lo, hi = face - 1, face
-            if bc[a] == 0:
-                lo %= n[a]
-            wf = np.take(f, face, axis=a).reshape(-1)
-            cells_hi = np.take(idx, hi, axis=a).reshape(-1) if hi < n[a] else None
-            cells_lo = np.take(idx, lo, axis=a).reshape(-1) if lo >= 0 else None
-            for j in range(wf.size):
-                c = wf[j]
-                if c == 0.0:
-                    continue
-                i_lo = None if cells_lo is None else cells_lo[j]
-                i_hi = None if cells_hi is None else cells_hi[j]
-                for i, other in ((i_lo, i_hi), (i_hi, i_lo)):
-                    if i is None:
-                        continue
-                    A[i, i] += c
-                    if other is not None:
-                        A[i, other] -= c
+        f = level.w[a].reshape(face_dims(a, n, bc))
+        faces = np.arange(1, n[a]) if bc[a] != 0 else np.arange(n[a])   # face j joins cells j − 1 and j
+        lo = np.take(idx, (faces - 1) % n[a], axis=a).reshape(-1)
+        hi = np.take(idx, faces, axis=a).reshape(-1)
+        c = np.take(f, faces, axis=a).reshape(-1)
+        np.add.at(A, (lo, hi), -c)
+        np.add.at(A, (hi, lo), -c)
     return A
 
 
 def hierarchy(grid):
     """The :class:`Hierarchy` of ``grid``, built once and kept with its obstacle facts."""
-    facts = obstacle_facts(grid)
+    return _host_hierarchy(obstacle_facts(grid))
+
+
+def _host_hierarchy(facts):
     return facts.cached("multigrid", lambda: Hierarchy(facts))
 
 
@@ -220,7 +210,7 @@ class DeviceHierarchy:
 
 
 def _device_build(backend, dtype, facts):
-    return DeviceHierarchy(backend, dtype, facts.cached("multigrid", lambda: Hierarchy(facts)))
+    return DeviceHierarchy(backend, dtype, _host_hierarchy(facts))
 
 
 def device_hierarchy(backend, dtype, grid):

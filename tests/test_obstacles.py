@@ -249,12 +249,12 @@ def test_facts_and_device_copies_are_made_once_per_grid(backend):
     gpudp.spatial_gradient(p, g)
     gpudp.poisson_solve(gpudp.laplace(p, g), g, tol=1e-8)
     f = obstacle_facts(g)
-    first = dict(f._device)
+    first = dict(f._cache)     # device copies and host values derived from the facts
     assert first, "the operators keep their device copies with the grid's facts"
     gpudp.spatial_gradient(p, g)
     gpudp.poisson_solve(gpudp.laplace(p, g), g, tol=1e-8)
-    assert obstacle_facts(g) is f and f._device.keys() == first.keys()
-    assert all(f._device[k] is v for k, v in first.items())
+    assert obstacle_facts(g) is f and f._cache.keys() == first.keys()
+    assert all(f._cache[k] is v for k, v in first.items())
 
 
 # -- difference operators ------------------------------------------------------------------------------------------

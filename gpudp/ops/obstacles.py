@@ -45,7 +45,7 @@ class ObstacleFacts:
     """
 
     __slots__ = ("fluid", "open_faces", "closed_faces", "region", "n_regions", "sealed", "n_sealed",
-                 "sealed_sizes", "geom", "_device", "_cache")
+                 "sealed_sizes", "geom", "_cache")
 
     def __init__(self, grid):
         solid = grid.solid
@@ -100,11 +100,11 @@ class ObstacleFacts:
         self.n_sealed = int(sealed_ids.size)
         self.sealed_sizes = _readonly(np.bincount(sealed[sealed >= 0], minlength=self.n_sealed).astype(np.int64))
         self.geom = geometry(grid)
-        self._device = {}
         self._cache = {}
 
     def cached(self, name, make):
-        """``make()``, computed on first use and kept under ``name`` (host values derived from these facts)."""
+        """``make()``, computed on first use and kept under ``name`` (values derived from these facts: host
+        values such as the multigrid hierarchy, and the backends' copies of :meth:`device`)."""
         value = self._cache.get(name)
         if value is None:
             with _lock:
@@ -118,15 +118,8 @@ class ObstacleFacts:
         """The copies ``build(backend, dtype, self)`` makes for one backend and dtype, built on first use and
         kept (per backend class, dtype and ``build``, a module-level function: the masks go to each backend
         once per grid)."""
-        key = (backend.name, type(backend), np.dtype(dtype).str, build)
-        value = self._device.get(key)
-        if value is None:
-            with _lock:
-                value = self._device.get(key)
-                if value is None:
-                    value = build(backend, np.dtype(dtype), self)
-                    self._device[key] = value
-        return value
+        dtype = np.dtype(dtype)
+        return self.cached((backend.name, type(backend), dtype.str, build), lambda: build(backend, dtype, self))
 
 
 def obstacle_facts(grid):

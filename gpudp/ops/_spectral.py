@@ -56,11 +56,11 @@ def eigenbasis(n, bc):
     if bc == 2:  # neumann: DCT-II
         k = np.arange(n, dtype=np.float64)[None, :]
         Q = np.cos(np.pi * k * (i + 0.5) / n) * np.where(k == 0, math.sqrt(1.0 / n), math.sqrt(2.0 / n))
-        lam = 2.0 - 2.0 * np.cos(np.pi * k[0] / n)
+        lam = _eigenvalues(n, n, bc)
     elif bc == 1:  # dirichlet: DST-I
         k = np.arange(1, n + 1, dtype=np.float64)[None, :]
         Q = math.sqrt(2.0 / (n + 1)) * np.sin(np.pi * k * (i + 1.0) / (n + 1))
-        lam = 2.0 - 2.0 * np.cos(np.pi * k[0] / (n + 1))
+        lam = _eigenvalues(n, n, bc)
     elif bc == 0:  # periodic: real Fourier basis
         cols, lams = [np.full((n, 1), math.sqrt(1.0 / n))], [0.0]
         for k in range(1, (n - 1) // 2 + 1):

@@ -140,10 +140,11 @@ def poisson_solve(b, grid, tol=1e-6, maxiter=None, x0=None, preconditioner="auto
         gets no gradient**, not even when it is a Tensor that requires one.
     preconditioner : "auto" (default), None, "jacobi", "spectral" or "multigrid"
         ``"auto"`` picks ``"spectral"`` on a grid without obstacles and ``"multigrid"`` on one with them (the
-        choice is in ``SolveInfo.preconditioner``). ``None`` is plain CG. ``"jacobi"`` divides the residual by the diagonal of ``−laplace``. ``"spectral"`` applies the exact
-        (pseudo-)inverse of ``−laplace`` through fast transforms along each axis, by boundary rule (real FFT
-        for periodic, orthonormal DCT-II for neumann, DST-I for dirichlet; ``scipy.fft`` on the CPU,
-        cuFFT through ``cupyx.scipy.fft`` on CuPy): ``O(N log N)`` work, and only the ``N`` inverse
+        choice is in ``SolveInfo.preconditioner``). ``None`` is plain CG. ``"jacobi"`` divides the residual by
+        the diagonal of ``−laplace``. ``"spectral"`` applies the exact (pseudo-)inverse of ``−laplace``
+        through fast transforms along each axis, by boundary rule (real FFT for periodic, orthonormal DCT-II
+        for neumann, DST-I for dirichlet; ``scipy.fft`` on the CPU, cuFFT through ``cupyx.scipy.fft`` on
+        CuPy): ``O(N log N)`` work, and only the ``N`` inverse
         eigenvalues are kept per grid. Without obstacles the solve is one application, ``x = A⁺(−b)``, and one
         residual check with ``laplace`` (about a forward and inverse transform pair in all, whatever the
         grid's width); only a tolerance near rounding adds CG iterations preconditioned by ``A⁺``. The

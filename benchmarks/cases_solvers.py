@@ -714,20 +714,11 @@ def _first_call(r):
     return (r.get("diagnostics") or {}).get("first_call_s")
 
 
-def _fmt(s):
-    if s is None:
-        return ""
-    if s >= 1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.2f} ms"
-    return f"{s * 1e6:.0f} µs"
-
-
 def summary_lines(records):
     """Markdown: per size, every row of this case (gpudp's preconditioners and the baselines) with its
     iterations, first call and warm time, answer check, and gpudp's ratios to the baselines; ``[]`` when the
     run has none."""
+    from .report import _ms as _fmt   # the report's time format (report imports this module)
     rows = [r for r in records if r.get("case") == CASE_NAME]
     if not rows:
         return []
@@ -804,6 +795,7 @@ TARGETS = [
 def evaluate_target(tid, g, records):
     """The fields ``measured``, ``goal``, ``status``, ``detail`` of one of :data:`TARGETS` (``g``: the gpudp-cpu
     record of its configuration)."""
+    from .report import _ms as _fmt   # the report's time format (report imports this module)
     first = _first_call(g)
     if tid in ("solvers_mg_vs_pyamg", "solvers_mg_vs_jacobi"):
         group = "1024x1024 obstacles float64"

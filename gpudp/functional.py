@@ -1,8 +1,13 @@
-"""JAX-style functional forms of the tape: :func:`vjp` and :func:`value_and_grad`."""
+"""JAX-style functional forms of the tape: :func:`vjp` and :func:`value_and_grad`.
+
+Inputs and outputs may be tensors or arrays, or tuples, lists and dicts of them (a staggered velocity is a
+tuple of face arrays); gradients come back in the structure of the inputs, as in JAX.
+"""
 from __future__ import annotations
 
 import functools
 
+from . import _pytree
 from .tape import Tape, Tensor
 
 
@@ -10,28 +15,59 @@ def _leaf(x):
     return Tensor(x.data if isinstance(x, Tensor) else x, requires_grad=True)
 
 
+def _leaves(fn, what, x):
+    """``x`` (an array/Tensor or a container of them) with every leaf a new tensor requiring a gradient."""
+    flat, structure = _pytree.flatten(x)
+    try:
+        return _pytree.unflatten(structure, [_leaf(v) for v in flat])
+    except TypeError as exc:
+        raise TypeError(f"{fn}: {what} must be arrays or Tensors (or tuples, lists or dicts of them): {exc}") \
+            from None
+
+
+def _raw(x):
+    flat, structure = _pytree.flatten(x)
+    return _pytree.unflatten(structure, [v.data if isinstance(v, Tensor) else v for v in flat])
+
+
+def _check_outputs(fn, out):
+    flat, structure = _pytree.flatten(out)
+    if not flat or not all(isinstance(v, Tensor) for v in flat):
+        got = type(out).__name__ if _pytree.is_leaf(structure) else _pytree.describe(structure) + " holding " + \
+            ", ".join(sorted({type(v).__name__ for v in flat}))
+        raise TypeError(f"{fn}: fn must return a gpudp Tensor computed from its inputs (or a tuple, list or dict "
+                        f"of them), got {got}")
+
+
 def vjp(fn, *inputs):
     """Run ``fn(*inputs)`` on a tape and return ``(output, vjp_fn)``.
 
-    ``output`` is the raw array; ``vjp_fn(cotangent)`` returns a tuple with one gradient array per input
-    (``cotangent`` has the output's shape). ``vjp_fn`` may be called several times."""
-    leaves = [_leaf(x) for x in inputs]
+    ``output`` is the raw array (or the container of arrays ``fn`` returned: a tuple, list or dict of
+    tensors); ``vjp_fn(cotangent)`` takes a cotangent of the output's structure and shapes and returns a tuple
+    with one gradient per input, each in the structure of that input. ``vjp_fn`` may be called several times.
+
+    >>> out, pullback = gpudp.vjp(lambda a, b: gpudp.project((a, b), grid), ux, uy)   # doctest: +SKIP
+    >>> gx, gy = pullback((cx, cy))                                                    # doctest: +SKIP
+    """
+    leaves = [_leaves("vjp", f"input {i}", x) for i, x in enumerate(inputs)]
     with Tape() as tape:
         out = fn(*leaves)
-    if not isinstance(out, Tensor):
-        raise TypeError(f"vjp: fn must return a gpudp Tensor computed from its inputs, got {type(out).__name__}")
+    _check_outputs("vjp", out)
 
     def vjp_fn(cotangent):
         return tuple(tape.gradient(out, leaves, grad=cotangent, retain=True))
 
-    return out.data, vjp_fn
+    return _raw(out), vjp_fn
 
 
-def value_and_grad(fn, argnums=0):
+def value_and_grad(fn, argnums=0, has_aux=False):
     """Return a function computing ``(fn(*args), gradient)`` for a scalar-valued ``fn``.
 
-    ``argnums`` (an int or a tuple of ints) selects the arguments to differentiate; the gradient is one
-    array, or a tuple for a tuple ``argnums``. Other arguments are passed through unchanged."""
+    ``argnums`` (an int or a tuple of ints) selects the arguments to differentiate; each may be an array or
+    a tuple, list or dict of arrays, and its gradient has the same structure. The gradient is that of one
+    argument, or a tuple for a tuple ``argnums``. Other arguments are passed through unchanged. With
+    ``has_aux=True``, ``fn`` returns ``(loss, aux)`` and the result is ``((loss, aux), gradient)``; tensors
+    in ``aux`` come back as arrays."""
     single = isinstance(argnums, int)
     nums = (argnums,) if single else tuple(argnums)
 
@@ -41,12 +77,21 @@ def value_and_grad(fn, argnums=0):
         for i in nums:
             if i >= len(args):
                 raise TypeError(f"value_and_grad: argnums {argnums} but only {len(args)} positional arguments")
-            args[i] = _leaf(args[i])
+            args[i] = _leaves("value_and_grad", f"argument {i}", args[i])
         with Tape() as tape:
             out = fn(*args, **kwargs)
+        aux = None
+        if has_aux:
+            if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                raise TypeError(f"value_and_grad: with has_aux=True fn must return a pair (loss, aux), got "
+                                f"{type(out).__name__}")
+            out, aux = out
         if not isinstance(out, Tensor):
-            raise TypeError(f"value_and_grad: fn must return a scalar gpudp Tensor, got {type(out).__name__}")
+            hint = "; pass has_aux=True if fn returns (loss, aux)" if isinstance(out, (tuple, list)) else ""
+            raise TypeError(f"value_and_grad: fn must return a scalar gpudp Tensor, got "
+                            f"{type(out).__name__}{hint}")
         grads = tape.gradient(out, [args[i] for i in nums])
-        return out.data, (grads[0] if single else tuple(grads))
+        value = out.data if not has_aux else (out.data, _raw(aux))
+        return value, (grads[0] if single else tuple(grads))
 
     return wrapped

@@ -19,7 +19,7 @@ import itertools
 import threading
 import weakref
 
-from . import arrays
+from . import _pytree, arrays
 from .errors import TapeError
 
 _uid = itertools.count(1)
@@ -285,6 +285,8 @@ class Operator:
     Called with raw arrays (no tensors), ``apply`` is a plain function call returning arrays.
     """
 
+    accumulates = False   # True for nodes that continue their inputs' gradient sums (gpudp.checkpointing)
+
     @staticmethod
     def forward(ctx, *inputs, **params):
         raise NotImplementedError
@@ -311,6 +313,14 @@ class Operator:
                 needs.append(False)
         tape = current_tape() if any_need else None
         record = tape is not None
+        if record and tape.discovering:
+            # a checkpointed function's forward pass: nothing is saved, only the tensors it reads are noted
+            ctx = Context((False,) * len(inputs))
+            out = cls.forward(ctx, *raw, **params)
+            outs = tuple([Tensor(o, requires_grad=True) for o in out]) if isinstance(out, tuple) \
+                else (Tensor(out, requires_grad=True),)
+            tape._note(tensors, outs)
+            return outs if isinstance(out, tuple) else outs[0]
         ctx = Context(tuple(needs) if record else (False,) * len(inputs))
         out = cls.forward(ctx, *raw, **params)
         if not has_tensor:
@@ -336,6 +346,8 @@ class Tape:
     ``gradient(out, sources)`` returns the gradients as arrays without touching ``.grad``. Both free the
     saved arrays unless ``retain=True``. Nested tapes are an error.
     """
+
+    discovering = False   # True for the forward pass of a checkpointed function (gpudp.checkpointing)
 
     def __init__(self):
         self._nodes = []
@@ -370,6 +382,18 @@ class Tape:
                     seen[id(a)] = arrays.nbytes(a)
         return sum(seen.values())
 
+    @property
+    def rollouts(self):
+        """One :class:`gpudp.RolloutInfo` per checkpointed :func:`gpudp.rollout` recorded on this tape: its
+        schedule's counts, measured by the last backward pass (before one: the predicted counts, with
+        ``peak_bytes = None``)."""
+        out = []
+        for node in self._nodes:
+            run = getattr(node.ctx, "run", None)
+            if run is not None:
+                out.append(node.ctx.rollout_info or run.predicted())
+        return out
+
     def __len__(self):
         return len(self._nodes)
 
@@ -381,7 +405,10 @@ class Tape:
     # -- differentiation --------------------------------------------------------------------------------
     def backward(self, out, grad=None, retain=False):
         """Accumulate ``d out / d leaf`` (times the seed ``grad`` for a non-scalar ``out``) into ``.grad`` of
-        every leaf tensor that requires a gradient."""
+        every leaf tensor that requires a gradient.
+
+        ``out`` may be a Tensor or a tuple, list or dict of them; ``grad`` then has the same structure (an
+        entry ``None``: no cotangent for that output; ``grad=None``: every output is a scalar seeded with 1)."""
         leaves = {}
 
         def want(t):
@@ -390,49 +417,40 @@ class Tape:
                 return True
             return False
 
-        grads = self._run(out, grad, retain, want)
+        outs, seeds = _seeds("Tape.backward", out, grad)
+        grads = self._run(outs, seeds, retain, want)
         for uid, t in leaves.items():
             if uid in grads:
                 t.grad = grads[uid] if t.grad is None else arrays.add(t.grad, grads[uid])
 
     def gradient(self, out, sources, grad=None, retain=False):
-        """Gradients of ``out`` w.r.t. each tensor in ``sources`` (a tensor or a list), as arrays; zeros for a
-        source that ``out`` does not depend on."""
+        """Gradients of ``out`` w.r.t. ``sources`` as arrays, in the structure of ``sources`` (a Tensor, or a
+        tuple, list or dict of them); zeros for a source that ``out`` does not depend on. ``out`` and ``grad``
+        may be containers as in :meth:`backward`."""
         single = isinstance(sources, Tensor)
-        sources = [sources] if single else list(sources)
-        for s in sources:
+        flat, structure = _pytree.flatten(sources)
+        for s in flat:
             if not isinstance(s, Tensor):
                 raise TypeError(f"Tape.gradient: sources must be Tensors, got {type(s).__name__}")
-        for i, s in enumerate(sources):
+        for i, s in enumerate(flat):
             if not s.requires_grad:
                 raise TapeError(f"Tape.gradient: source {i} (shape {s.shape}) does not require a gradient; "
                                 f"create it with requires_grad=True before recording")
-        uids = {s._uid for s in sources}
-        grads = self._run(out, grad, retain, lambda t: t is not None and t._uid in uids, keep=uids)
-        res = [grads[s._uid] if s._uid in grads else arrays.zeros_like(s.data) for s in sources]
-        return res[0] if single else res
+        uids = {s._uid for s in flat}
+        outs, seeds = _seeds("Tape.gradient", out, grad)
+        grads = self._run(outs, seeds, retain, lambda t: t is not None and t._uid in uids, keep=uids)
+        res = [grads[s._uid] if s._uid in grads else arrays.zeros_like(s.data) for s in flat]
+        return res[0] if single else _pytree.unflatten(structure, res)
 
-    def _run(self, out, grad, retain, is_target, keep=()):
-        if not isinstance(out, Tensor):
-            raise TypeError(f"Tape.backward: expected the Tensor to differentiate, got {type(out).__name__}")
+    def _run(self, outs, seeds, retain, is_target, keep=(), init=None):
+        """Reverse sweep from the tensors ``outs`` seeded with ``seeds`` (``None`` entries skipped). ``init``
+        maps tensor ids to gradients accumulated before this sweep (a checkpointed function's inputs).
+        Returns the dict of gradients by tensor id."""
         if self._freed:
             raise TapeError("Tape.backward: this tape was already differentiated and its saved arrays freed; "
                             "pass retain=True to the first backward/gradient call to differentiate again")
         if self._recording:
             raise TapeError("Tape.backward: called inside the `with Tape()` block; call it after the block")
-        if grad is None:
-            if out.size != 1:
-                raise TapeError(f"Tape.backward: the output has shape {out.shape}; a non-scalar output needs "
-                                f"a seed: backward(out, grad=array of shape {out.shape})")
-            seed = arrays.apply(lambda xp, x: xp.ones(x.shape, x.dtype), out.data)
-        else:
-            seed = grad.data if isinstance(grad, Tensor) else grad
-            if not arrays.is_array(seed) or tuple(seed.shape) != out.shape:
-                shape = getattr(seed, "shape", type(seed).__name__)
-                raise TapeError(f"Tape.backward: grad must be an array of the output's shape {out.shape}, "
-                                f"got {shape}")
-            if seed.dtype != out.dtype:
-                raise TypeError(f"Tape.backward: grad has dtype {seed.dtype} but the output has {out.dtype}")
 
         # forward sweep: which tensors depend on a requested source (greedy derivatives)
         live = set()
@@ -441,10 +459,13 @@ class Tape:
                 if uid is not None and (uid in live or is_target(ref())):
                     live.update(node.output_uids)
                     break
-        if is_target(out):
-            live.add(out._uid)
 
-        grads = {out._uid: seed}
+        grads = dict(init) if init else {}
+        for o, seed in zip(outs, seeds):
+            if is_target(o):
+                live.add(o._uid)
+            if seed is not None:
+                grads[o._uid] = seed if o._uid not in grads else arrays.add(grads[o._uid], seed)
         for node in reversed(self._nodes):
             for uid in node.output_uids:
                 if uid in grads:
@@ -465,6 +486,15 @@ class Tape:
             g_out = [grads.get(uid) if uid in keep else grads.pop(uid, None) for uid in node.output_uids]
             ctx = node.ctx
             ctx.needs_input_grad = tuple(needs)
+            if node.op.accumulates:
+                # a checkpointed function: it continues the accumulation of its inputs' gradients itself, in
+                # the order the recorded operators would have (so that the sums are the same bits)
+                acc = {}
+                for uid, need in zip(node.input_uids, needs):
+                    if need and uid in grads:
+                        acc[uid] = grads.pop(uid)
+                grads.update(node.op.backward_accumulate(ctx, g_out, acc))
+                continue
             g_in = node.op.backward(ctx, *g_out)
             if not isinstance(g_in, tuple):
                 g_in = (g_in,)
@@ -479,3 +509,42 @@ class Tape:
                 node.ctx.saved_arrays = None
             self._freed = True
         return grads
+
+
+def _seeds(fn, out, grad):
+    """The output tensors and their seeds for a backward pass from ``out`` (a Tensor or a container of them)
+    with the cotangent ``grad`` (``None``, or an array/Tensor or a container of the same structure)."""
+    if isinstance(out, Tensor):
+        return [out], [_seed(fn, out, grad)]
+    if not isinstance(out, (tuple, list, dict)):
+        raise TypeError(f"{fn}: expected the Tensor to differentiate (or a tuple, list or dict of Tensors), "
+                        f"got {type(out).__name__}")
+    outs, structure = _pytree.flatten(out)
+    for o in outs:
+        if not isinstance(o, Tensor):
+            raise TypeError(f"{fn}: every output to differentiate must be a Tensor; the output "
+                            f"{_pytree.describe(structure)} holds a {type(o).__name__}")
+    if not outs:
+        raise TypeError(f"{fn}: the output {_pytree.describe(structure)} holds no Tensor to differentiate")
+    if grad is None:
+        return outs, [_seed(fn, o, None) for o in outs]
+    gl, gstructure = _pytree.flatten(grad)
+    if gstructure != structure:
+        raise TapeError(f"{fn}: grad must have the structure of the output {_pytree.describe(structure)}, got "
+                        f"{_pytree.describe(gstructure)}")
+    return outs, [None if g is None else _seed(fn, o, g) for o, g in zip(outs, gl)]
+
+
+def _seed(fn, out, grad):
+    if grad is None:
+        if out.size != 1:
+            raise TapeError(f"{fn}: the output has shape {out.shape}; a non-scalar output needs "
+                            f"a seed: backward(out, grad=array of shape {out.shape})")
+        return arrays.apply(lambda xp, x: xp.ones(x.shape, x.dtype), out.data)
+    seed = grad.data if isinstance(grad, Tensor) else grad
+    if not arrays.is_array(seed) or tuple(seed.shape) != out.shape:
+        shape = getattr(seed, "shape", type(seed).__name__)
+        raise TapeError(f"{fn}: grad must be an array of the output's shape {out.shape}, got {shape}")
+    if seed.dtype != out.dtype:
+        raise TypeError(f"{fn}: grad has dtype {seed.dtype} but the output has {out.dtype}")
+    return seed

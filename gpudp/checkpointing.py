@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections import namedtuple
 
 from . import _pytree, arrays
@@ -281,10 +282,8 @@ def revolve_counts(steps, checkpoints):
 
 
 def _check_count(fn, name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        import numbers
-        if not (isinstance(value, numbers.Integral) and not isinstance(value, bool)):
-            raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__} {value!r}")
     value = int(value)
     if value < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")

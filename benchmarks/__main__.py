@@ -17,6 +17,7 @@ def parse_args(argv):
     p.add_argument("--backends", default="", help="comma-separated gpudp backends (cpu, cupy, numba-cuda); "
                                                   "default: every available one")
     p.add_argument("--cases", default="", help=f"comma-separated cases (default all): {', '.join(CASE_NAMES)}")
+    p.add_argument("--skip-cases", default="", help="comma-separated cases to leave out of those selected")
     p.add_argument("--sizes", default="default",
                    help="'default' (per device kind: CPU or GPU), 'full' (default, and the Poisson-solver case's "
                         "large CPU sizes), 'small', or grid shapes like 512x512,64x64x64")
@@ -39,8 +40,15 @@ def main(argv=None):
     except ValueError as exc:
         raise SystemExit(str(exc))
     split = lambda s: [v.strip() for v in s.split(",") if v.strip()]  # noqa: E731
+    cases = split(args.cases) or None
     try:
-        records, devices, probes = suite.run(split(args.backends) or None, split(args.cases) or None, sizes,
+        if args.skip_cases:
+            from .cases import select
+            skip = {c.name for c in select(split(args.skip_cases))}
+            cases = [c.name for c in select(cases) if c.name not in skip]
+            if not cases:
+                raise ValueError(f"--skip-cases {args.skip_cases!r} leaves no case to run")
+        records, devices, probes = suite.run(split(args.backends) or None, cases, sizes,
                                              smoke=args.smoke, with_baselines=not args.no_baselines,
                                              quiet=args.quiet)
     except ValueError as exc:

@@ -21,9 +21,10 @@ written once (``s`` is the item size, ``N`` the cells of the grid, ``D`` its dim
 
 The staggered-advection and smoke cases (``mac_*``, ``smoke_*``) and their byte models are in
 :mod:`benchmarks.cases_smoke`, the comparison of the Poisson solvers (``solvers``) in
-:mod:`benchmarks.cases_solvers`. Each case lists its implementations: gpudp on every backend asked for, and the
-baselines of :mod:`benchmarks.baselines` (:mod:`benchmarks.jax_smoke` for the smoke cases) on the same device
-kind.
+:mod:`benchmarks.cases_solvers`, the long rollouts and the memory soak (``rollout_advect``, ``rollout_smoke``,
+``soak``) in :mod:`benchmarks.cases_rollout`. Each case lists its implementations: gpudp on every backend asked
+for, and the baselines of :mod:`benchmarks.baselines` (:mod:`benchmarks.jax_smoke` for the smoke cases) on the
+same device kind.
 """
 from __future__ import annotations
 
@@ -757,12 +758,14 @@ _CASES = [AdvectForward(), AdvectAdjoint(), SeedGradient(), PoissonSolve(), CGIt
 
 def __getattr__(name):
     """``CASES`` (every case, in run order) and ``CASE_NAMES``: the cases above, then those of
-    :mod:`benchmarks.cases_smoke` and :mod:`benchmarks.cases_solvers`, which build on this module's classes (so
-    they are imported on first use, and any of the modules may be imported first)."""
+    :mod:`benchmarks.cases_smoke`, :mod:`benchmarks.cases_solvers` and :mod:`benchmarks.cases_rollout`, which
+    build on this module's classes (so they are imported on first use, and any of the modules may be imported
+    first)."""
     if name in ("CASES", "CASE_NAMES"):
+        from .cases_rollout import ROLLOUT_CASES
         from .cases_smoke import SMOKE_CASES
         from .cases_solvers import SOLVER_CASES
-        cases = _CASES + SMOKE_CASES + SOLVER_CASES
+        cases = _CASES + SMOKE_CASES + SOLVER_CASES + ROLLOUT_CASES
         globals().update(CASES=cases, CASE_NAMES=[c.name for c in cases])
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # gpudp's one-shot check on a GPU machine: device information, the GPU tests of both GPU backends (every test
 # module's gpu/cudasim tests: the advection, difference, Poisson and projection operators, MAC advection
-# (test_mac.py, test_cupy_mac.py), obstacles (test_obstacles.py), ...), the benchmark suite at GPU sizes (with the
-# Poisson-solver comparison, benchmarks/cases_solvers.py, on both GPU backends within its own time budget), the
+# (test_mac.py, test_cupy_mac.py), obstacles (test_obstacles.py), checkpointed rollouts (test_checkpointing.py,
+# test_advect_checkpoints.py), ...), the benchmark suite at GPU sizes (with the Poisson-solver comparison,
+# benchmarks/cases_solvers.py, on both GPU backends within its own time budget), the long-rollout cases
+# (benchmarks/cases_rollout.py: checkpointed against stored rollouts of advect_upwind and of the smoke step, time,
+# memory and bitwise-equal gradients, and the memory soak, on both GPU backends within their own time budget), the
 # smoke demo on both GPU backends checked against the CPU backend and JAX, and the other demos, all within 8
 # minutes, every log and result under $OUT.
 #
@@ -14,7 +17,7 @@
 #   device.txt   device and software information, then the summary of every step
 #   tests.log    pytest output of the GPU tests      tests.xml   their JUnit XML
 #   demo.log     the demos on the GPU backends (the smoke demo's loss histories and times per iteration too)
-#   bench.log    the benchmark suite's output
+#   bench.log    the benchmark suite's output, then the long-rollout cases' output and their Markdown report
 #   <device>_<date>.json / .md / .png                the benchmark results (name by device and date)
 # Exit status: non-zero when the tests fail (or collect nothing), the benchmark suite fails, or a step times out.
 set -uo pipefail
@@ -23,7 +26,7 @@ DRY_RUN=0
 for arg in "$@"; do
     case "$arg" in
         --dry-run) DRY_RUN=1 ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "device_check.sh: unknown argument $arg (use --dry-run or nothing)" >&2; exit 2 ;;
     esac
 done
@@ -104,12 +107,13 @@ EOF
 } >"$INFO" 2>&1
 cat "$INFO"
 
-# The test modules of the newest operators (the multigrid and FFT Poisson preconditioners, obstacles, MAC
-# advection): collected with the rest of `tests` below (their
+# The test modules of the newest operators (checkpointed rollouts, the multigrid and FFT Poisson preconditioners,
+# obstacles, MAC advection): collected with the rest of `tests` below (their
 # backend-parametrised tests carry the gpu/cudasim marks) and run first (benchmarks/pytest_first.py), so that they
 # have run when the time limit ends the step early; named here so that a missing module fails the check instead
 # of passing unnoticed.
-NEW_TEST_MODULES=(tests/test_multigrid.py tests/test_cupy_multigrid.py tests/test_poisson.py tests/test_obstacles.py
+NEW_TEST_MODULES=(tests/test_checkpointing.py tests/test_advect_checkpoints.py
+                  tests/test_multigrid.py tests/test_cupy_multigrid.py tests/test_poisson.py tests/test_obstacles.py
                   tests/test_mac.py tests/test_cupy_mac.py)
 export GPUDP_TESTS_FIRST="$(IFS=,; echo "${NEW_TEST_MODULES[*]}")"
 SMOKE_TOL=1e-10           # the smoke check's Poisson tolerance: loss histories comparable to 1e-6 across backends
@@ -118,12 +122,14 @@ if [ "$DRY_RUN" = 1 ]; then
     # check for one iteration on the cpu backend (and JAX), no other demos
     TEST_ARGS=(-m "not gpu and not cudasim" -k "cpu" tests/test_backends.py)
     BENCH_ARGS=(--backends cpu --smoke)
+    ROLLOUT_BENCH_ARGS=(--backends cpu --smoke)
     DEMO_BACKENDS=()
     SMOKE_BACKENDS=cpu
     SMOKE_ITERATIONS=1
 else
     TEST_ARGS=(-m "gpu or cudasim" tests)
     BENCH_ARGS=(--sizes default)
+    ROLLOUT_BENCH_ARGS=(--backends cupy,numba-cuda --sizes default)
     DEMO_BACKENDS=(cupy numba-cuda)
     SMOKE_BACKENDS=cupy,numba-cuda,cpu
     SMOKE_ITERATIONS=2
@@ -131,7 +137,11 @@ else
     # the Poisson-solver case runs its GPU sizes largest first; rows left when this many seconds are spent are
     # recorded as skipped (its slow baselines are capped by iteration limits)
     export GPUDP_BENCH_SOLVERS_SECONDS=80
+    # the long-rollout cases (cheap ones first: advect_upwind, the soak, the smoke step): rows left when this many
+    # seconds are spent are recorded as skipped
+    export GPUDP_BENCH_ROLLOUT_SECONDS=50
 fi
+ROLLOUT_CASES=rollout_advect,soak,rollout_smoke
 
 # -- 2. GPU tests on both GPU backends -------------------------------------------------------------------------
 if [ "$DRY_RUN" = 0 ]; then
@@ -153,7 +163,19 @@ fi
 unset GPUDP_REQUIRE_BACKENDS
 
 # -- 3. the benchmark suite at GPU sizes ------------------------------------------------------------------------
-run_step "benchmarks" 240 "$OUT/bench.log" "$PYTHON" -m benchmarks "${BENCH_ARGS[@]}" --out "$OUT" || status=1
+run_step "benchmarks" 240 "$OUT/bench.log" "$PYTHON" -m benchmarks "${BENCH_ARGS[@]}" --skip-cases "$ROLLOUT_CASES" \
+    --out "$OUT" || status=1
+
+# -- 3b. long rollouts: checkpointed against stored (time, memory, bitwise gradients) and the memory soak on both GPU
+# backends, a run of their own (a time-out here leaves the suite's results above whole); their JSON stays in a
+# temporary folder (at most 8 files under $OUT), their Markdown report is appended to bench.log
+ROLLOUT_DIR="$(mktemp -d "${TMPDIR:-/tmp}/gpudp-rollout.XXXXXX")"
+run_step "rollout benchmarks" 80 "$OUT/bench.log" "$PYTHON" -m benchmarks "${ROLLOUT_BENCH_ARGS[@]}" \
+    --cases "$ROLLOUT_CASES" --out "$ROLLOUT_DIR" || status=1
+for md in "$ROLLOUT_DIR"/*.md; do
+    [ -f "$md" ] && { echo "==== rollout benchmarks: $(basename "$md")"; cat "$md"; } >>"$OUT/bench.log"
+done
+rm -rf "$ROLLOUT_DIR"
 
 # -- 4. the demos on the GPU backends (end to end through the public API) -------------------------------------
 DEMO_DIR="$(mktemp -d "${TMPDIR:-/tmp}/gpudp-demo.XXXXXX")"

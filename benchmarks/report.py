@@ -18,7 +18,7 @@ import sys
 
 from gpudp.demo import pressure as pressure_demo
 
-from . import cases_solvers
+from . import cases_rollout, cases_solvers
 from .cases_smoke import SmokeDemo
 from .harness import slug
 
@@ -38,7 +38,7 @@ CPU_TARGETS = [
     ("cg_iter_model", "cg_iter", "1024x1024 float64", "one CG iteration within 2× of its byte-model time (1024², float64)"),
     ("pressure_demo", "project_grad", f"pressure demo 80x64 neumann float64 ({_DEMO_PRECONDITIONER})", "pressure-demo iteration (projection forward + backward, 80 × 64, tol 1e-5) ≤ 3 ms"),
     ("smoke_demo", "smoke_demo", _SMOKE_DEMO_CONFIG, "smoke-demo iteration (100 steps forward + backward, 64², obstacle) ≤ 0.55 s: the demo's 60 s for 100 iterations, set-up and figures"),
-] + cases_solvers.TARGETS
+] + cases_solvers.TARGETS + cases_rollout.TARGETS
 
 
 # -- derived numbers ----------------------------------------------------------------------------------------------
@@ -89,6 +89,9 @@ def evaluate_targets(records, probes):
             continue
         if case == cases_solvers.CASE_NAME:
             row.update(cases_solvers.evaluate_target(tid, g, records))
+            continue
+        if case in cases_rollout.CASE_NAMES:
+            row.update(cases_rollout.evaluate_target(tid, g, records))
             continue
         if tid in ("advect_fwd_bw", "advect_adj_bw"):
             goal = 80.0 if tid == "advect_fwd_bw" else 60.0
@@ -286,6 +289,8 @@ Byte models (the fewest bytes each operation must move: each input read once, ea
 | `smoke_adj` | the tape's backward pass of one step: read the cotangents and the saved `d`, `u`, write `∂d`, `∂u`, and the adjoint solve: `(3N + 3F + 6·iterations·N)·s` |
 | `smoke_demo` | the demo's iteration (loss and gradient through 100 steps): timed only |
 | `solvers` | `poisson_solve` per preconditioner (dirichlet, tol 1e-6; `open` and with 20 % random solid discs/spheres): plain CG `(6·iterations + 2)·N·s`, preconditioned CG `(8·iterations + 2)·N·s` (also read `r` and write `z = M⁻¹ r` each iteration); `N` counts solid cells too; the preconditioner's own passes (V-cycle levels, transforms, pyamg's hierarchy) are left out: compare those rows by time. Baseline rows (pyamg, JAX, CuPy, dense spectral, the FFT pair) hang on the `jacobi` configuration and use its model; every baseline's answer is checked against gpudp's (record `info.notes`); see the "Poisson solvers" section and `benchmarks/cases_solvers.py` |
+| `rollout_advect`, `rollout_smoke` | forward + backward of a `T`-step rollout (advect_upwind 256², `T` = 1000, float32; the smoke step 64², `T` = 100), recorded step by step (`stored`) and through `gpudp.rollout(..., checkpoints=⌈√T⌉)`, same run: timed only, compared with each other; memory (tape after the forward pass, peak during the backward pass) and the schedule's recomputed steps in the "Long rollouts" section and `benchmarks/cases_rollout.py` |
+| `soak` | 10 000 advection-demo iterations timed once; the process's `VmRSS` after iteration 500 and at the end |
 
 A time is the median of repeated calls after warm-up; IQR is the interquartile range relative to the median.
 Single-step cases rotate through enough input sets to exceed twice the last-level cache, so repeated calls
@@ -317,6 +322,7 @@ def markdown(run):
                          f"{'**' + t['status'] + '**' if t['status'] == 'missed' else t['status']} | {t['detail']} |")
         lines.append("")
     lines += cases_solvers.summary_lines(records)
+    lines += cases_rollout.summary_lines(records)
     if run.get("notes"):
         lines += ["## Analysis", "", run["notes"].strip(), ""]
     lines += ["## Method", "", BYTE_MODELS, ""]

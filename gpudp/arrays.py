@@ -94,6 +94,15 @@ def add(a, b):
     return apply(lambda xp, x, y: x + y, a, b)
 
 
+def ones_like(a):
+    """A new array of ones shaped like ``a``."""
+    if isinstance(a, np.ndarray):  # without NumPy's ones(), which is Python code around empty() and copyto()
+        out = np.empty(a.shape, a.dtype)
+        out.fill(1)
+        return out
+    return apply(lambda xp, x: xp.ones(x.shape, x.dtype), a)
+
+
 def zeros_like(a):
     return apply(lambda xp, x: xp.zeros_like(x), a)
 

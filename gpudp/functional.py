@@ -15,13 +15,16 @@ def _leaf(x):
     return Tensor(x.data if isinstance(x, Tensor) else x, requires_grad=True)
 
 
-def _leaves(fn, what, x):
-    """``x`` (an array/Tensor or a container of them) with every leaf a new tensor requiring a gradient."""
-    flat, structure = _pytree.flatten(x)
+def _leaves(fn, kind, i, x):
+    """``x`` (``kind`` ``i`` of ``fn``: an array/Tensor or a container of them) with every leaf a new tensor
+    requiring a gradient."""
     try:
+        if not isinstance(x, (tuple, list, dict)):  # one array or Tensor
+            return Tensor(x._data if isinstance(x, Tensor) else x, True)
+        flat, structure = _pytree.flatten(x)
         return _pytree.unflatten(structure, [_leaf(v) for v in flat])
     except TypeError as exc:
-        raise TypeError(f"{fn}: {what} must be arrays or Tensors (or tuples, lists or dicts of them): {exc}") \
+        raise TypeError(f"{fn}: {kind} {i} must be arrays or Tensors (or tuples, lists or dicts of them): {exc}") \
             from None
 
 
@@ -49,7 +52,7 @@ def vjp(fn, *inputs):
     >>> out, pullback = gpudp.vjp(lambda a, b: gpudp.project((a, b), grid), ux, uy)   # doctest: +SKIP
     >>> gx, gy = pullback((cx, cy))                                                    # doctest: +SKIP
     """
-    leaves = [_leaves("vjp", f"input {i}", x) for i, x in enumerate(inputs)]
+    leaves = [_leaves("vjp", "input", i, x) for i, x in enumerate(inputs)]
     with Tape() as tape:
         out = fn(*leaves)
     _check_outputs("vjp", out)
@@ -77,7 +80,7 @@ def value_and_grad(fn, argnums=0, has_aux=False):
         for i in nums:
             if i >= len(args):
                 raise TypeError(f"value_and_grad: argnums {argnums} but only {len(args)} positional arguments")
-            args[i] = _leaves("value_and_grad", f"argument {i}", args[i])
+            args[i] = _leaves("value_and_grad", "argument", i, args[i])
         with Tape() as tape:
             out = fn(*args, **kwargs)
         aux = None
@@ -90,8 +93,11 @@ def value_and_grad(fn, argnums=0, has_aux=False):
             hint = "; pass has_aux=True if fn returns (loss, aux)" if isinstance(out, (tuple, list)) else ""
             raise TypeError(f"value_and_grad: fn must return a scalar gpudp Tensor, got "
                             f"{type(out).__name__}{hint}")
-        grads = tape.gradient(out, [args[i] for i in nums])
+        if single:
+            grad = tape.gradient(out, args[argnums])
+        else:
+            grad = tuple(tape.gradient(out, [args[i] for i in nums]))
         value = out.data if not has_aux else (out.data, _raw(aux))
-        return value, (grads[0] if single else tuple(grads))
+        return value, grad
 
     return wrapped

@@ -19,16 +19,24 @@ import itertools
 import threading
 import weakref
 
+from numpy import ndarray as _ndarray  # the common array type, tested before the general test
+
 from . import _pytree, arrays
 from .errors import TapeError
 
 _uid = itertools.count(1)
-_active = threading.local()
+
+
+class _Active(threading.local):
+    tape = None  # the recording tape of this thread
+
+
+_active = _Active()
 
 
 def current_tape():
     """The :class:`Tape` recording in this thread, or ``None``."""
-    return getattr(_active, "tape", None)
+    return _active.tape
 
 
 class Tensor:
@@ -44,11 +52,12 @@ class Tensor:
     __array_priority__ = 1000  # make ``ndarray + Tensor`` call Tensor.__radd__
 
     def __init__(self, data, requires_grad=False):
-        if isinstance(data, Tensor):
-            data = data.data
-        if not arrays.is_array(data):
-            raise TypeError(f"Tensor: data must be a NumPy, CuPy or Numba device array, got "
-                            f"{type(data).__name__}; use gpudp.tensor(x) to convert")
+        if type(data) is not _ndarray:
+            if isinstance(data, Tensor):
+                data = data.data
+            if not arrays.is_array(data):
+                raise TypeError(f"Tensor: data must be a NumPy, CuPy or Numba device array, got "
+                                f"{type(data).__name__}; use gpudp.tensor(x) to convert")
         if requires_grad and data.dtype.kind != "f":
             raise TypeError(f"Tensor: only floating-point tensors can require gradients, got dtype {data.dtype}")
         self._data = data
@@ -235,29 +244,37 @@ class Context:
         return self.saved_arrays
 
 
-class _Node:
-    __slots__ = ("op", "ctx", "input_uids", "input_refs", "input_versions", "input_requires", "output_uids")
+class _Node(tuple):
+    """One recorded operator: the tuple ``(op, ctx, n_inputs, inputs, output_uids)`` (a tuple, so that recording
+    one is a single allocation).
 
-    def __init__(self, op, ctx, inputs, outputs):
-        self.op = op
-        self.ctx = ctx
-        uids, refs, versions = [], [], []
-        for t in inputs:
-            if t is None:
-                uids.append(None)
-                refs.append(None)
-                versions.append(None)
-            else:
-                uids.append(t._uid)
-                refs.append(weakref.ref(t))
-                versions.append(t._version)
-        self.input_uids = tuple(uids)
-        self.input_refs = tuple(refs)
-        self.input_versions = tuple(versions)
-        # which inputs required a gradient when recorded: only those can ever receive one (the operator
-        # may have saved nothing for the others)
-        self.input_requires = tuple(ctx.needs_input_grad)
-        self.output_uids = tuple([t._uid for t in outputs])
+    ``inputs`` holds one entry ``(position, id, weak reference, version when recorded, required)`` per tensor
+    input (other inputs never get gradients); ``required`` says whether it required a gradient when recorded:
+    only those inputs can ever receive one (the operator may have saved nothing for the others)."""
+
+    __slots__ = ()
+
+    def __new__(cls, op, ctx, inputs, outputs):
+        """The node of ``op`` applied to ``inputs`` (Tensors, or None for other values) giving ``outputs``."""
+        return tuple.__new__(cls, (op, ctx, len(inputs), _tensor_inputs(inputs, ctx.needs_input_grad),
+                                   tuple([o._uid for o in outputs])))
+
+    op = property(lambda self: self[0])
+    ctx = property(lambda self: self[1])
+
+
+def _tensor_inputs(inputs, required):
+    """The ``inputs`` entries of a :class:`_Node` for the inputs ``inputs`` (Tensors or None)."""
+    entries = []
+    i = 0
+    for t in inputs:
+        if t is not None:
+            entries.append((i, t._uid, weakref.ref(t), t._version, required[i]))
+        i += 1
+    return entries
+
+
+_FREED = "Tape: cannot record on a tape whose backward pass freed it; call tape.reset()"
 
 
 class Operator:
@@ -311,7 +328,7 @@ class Operator:
                 tensors.append(None)
                 raw.append(x)
                 needs.append(False)
-        tape = current_tape() if any_need else None
+        tape = _active.tape if any_need else None
         record = tape is not None
         if record and tape.discovering:
             # a checkpointed function's forward pass: nothing is saved, only the tensors it reads are noted
@@ -321,21 +338,27 @@ class Operator:
                 else (Tensor(out, requires_grad=True),)
             tape._note(tensors, outs)
             return outs if isinstance(out, tuple) else outs[0]
-        ctx = Context(tuple(needs) if record else (False,) * len(inputs))
+        if not record:
+            out = cls.forward(Context((False,) * len(inputs)), *raw, **params)
+            if not has_tensor:
+                return out
+            return tuple([Tensor(o) for o in out]) if isinstance(out, tuple) else Tensor(out)
+        needs = tuple(needs)
+        ctx = Context(needs)
         out = cls.forward(ctx, *raw, **params)
-        if not has_tensor:
-            return out
+        if tape._freed:
+            raise TapeError(_FREED)
+        # the node (as _Node(cls, ctx, tensors, outputs) builds it, without the calls)
+        entries = _tensor_inputs(tensors, needs)
         if not isinstance(out, tuple):
-            o = Tensor(out, requires_grad=record)
-            if record:
-                o._node = True
-                tape._record(_Node(cls, ctx, tensors, (o,)))
+            o = Tensor(out, True)
+            o._node = True
+            tape._nodes.append(tuple.__new__(_Node, (cls, ctx, len(inputs), entries, (o._uid,))))
             return o
-        outs = tuple([Tensor(o, requires_grad=record) for o in out])
-        if record:
-            for o in outs:
-                o._node = True
-            tape._record(_Node(cls, ctx, tensors, outs))
+        outs = tuple([Tensor(o, True) for o in out])
+        for o in outs:
+            o._node = True
+        tape._nodes.append(tuple.__new__(_Node, (cls, ctx, len(inputs), entries, tuple([o._uid for o in outs]))))
         return outs
 
 
@@ -355,7 +378,7 @@ class Tape:
         self._freed = False
 
     def __enter__(self):
-        if current_tape() is not None:
+        if _active.tape is not None:
             raise TapeError("Tape: tapes cannot be nested; finish the outer `with Tape()` block first "
                             "(use tape.gradient(..., retain=True) for several gradients of one recording)")
         _active.tape = self
@@ -369,7 +392,7 @@ class Tape:
 
     def _record(self, node):
         if self._freed:
-            raise TapeError("Tape: cannot record on a tape whose backward pass freed it; call tape.reset()")
+            raise TapeError(_FREED)
         self._nodes.append(node)
 
     @property
@@ -428,7 +451,7 @@ class Tape:
         tuple, list or dict of them); zeros for a source that ``out`` does not depend on. ``out`` and ``grad``
         may be containers as in :meth:`backward`."""
         single = isinstance(sources, Tensor)
-        flat, structure = _pytree.flatten(sources)
+        flat, structure = ([sources], None) if single else _pytree.flatten(sources)
         for s in flat:
             if not isinstance(s, Tensor):
                 raise TypeError(f"Tape.gradient: sources must be Tensors, got {type(s).__name__}")
@@ -438,71 +461,79 @@ class Tape:
                                 f"create it with requires_grad=True before recording")
         uids = {s._uid for s in flat}
         outs, seeds = _seeds("Tape.gradient", out, grad)
-        grads = self._run(outs, seeds, retain, lambda t: t is not None and t._uid in uids, keep=uids)
+        grads = self._run(outs, seeds, retain, uids, keep=uids)
+        if single:
+            return grads[sources._uid] if sources._uid in grads else arrays.zeros_like(sources._data)
         res = [grads[s._uid] if s._uid in grads else arrays.zeros_like(s.data) for s in flat]
-        return res[0] if single else _pytree.unflatten(structure, res)
+        return _pytree.unflatten(structure, res)
 
     def _run(self, outs, seeds, retain, is_target, keep=(), init=None):
-        """Reverse sweep from the tensors ``outs`` seeded with ``seeds`` (``None`` entries skipped). ``init``
-        maps tensor ids to gradients accumulated before this sweep (a checkpointed function's inputs).
-        Returns the dict of gradients by tensor id."""
+        """Reverse sweep from the tensors ``outs`` seeded with ``seeds`` (``None`` entries skipped) towards the
+        tensors ``is_target`` accepts (a predicate on tensors, or a set of tensor ids). ``init`` maps tensor ids
+        to gradients accumulated before this sweep (a checkpointed function's inputs). Returns the dict of
+        gradients by tensor id."""
         if self._freed:
             raise TapeError("Tape.backward: this tape was already differentiated and its saved arrays freed; "
                             "pass retain=True to the first backward/gradient call to differentiate again")
         if self._recording:
             raise TapeError("Tape.backward: called inside the `with Tape()` block; call it after the block")
 
-        # forward sweep: which tensors depend on a requested source (greedy derivatives)
-        live = set()
-        for node in self._nodes:
-            for uid, ref in zip(node.input_uids, node.input_refs):
-                if uid is not None and (uid in live or is_target(ref())):
-                    live.update(node.output_uids)
-                    break
+        # forward sweep: which tensors depend on a requested source (greedy derivatives), and so which inputs
+        # of each node need a gradient: those that required one when recorded and lead to a source (None for
+        # a node none of whose inputs leads to one)
+        by_id = isinstance(is_target, set)
+        live = set(is_target) if by_id else set()  # (a source leads to itself)
+        node_needs = []
+        for _, _, n_inputs, inputs, output_uids in self._nodes:
+            needs = None
+            for i, uid, ref, _, required in inputs:
+                if uid in live or (not by_id and is_target(ref())):
+                    if needs is None:
+                        needs = [False] * n_inputs
+                    needs[i] = required
+            if needs is not None:
+                live.update(output_uids)
+            node_needs.append(needs)
 
         grads = dict(init) if init else {}
         for o, seed in zip(outs, seeds):
-            if is_target(o):
-                live.add(o._uid)
             if seed is not None:
                 grads[o._uid] = seed if o._uid not in grads else arrays.add(grads[o._uid], seed)
-        for node in reversed(self._nodes):
-            for uid in node.output_uids:
+        for (op, ctx, n_inputs, inputs, output_uids), needs in zip(reversed(self._nodes), reversed(node_needs)):
+            for uid in output_uids:
                 if uid in grads:
                     break
             else:  # no gradient reached this node's outputs
                 continue
-            needs = []
-            for uid, ref, version, required in zip(node.input_uids, node.input_refs, node.input_versions,
-                                                   node.input_requires):
-                t = ref() if ref is not None else None
+            for _, _, ref, version, _ in inputs:
+                t = ref()
                 if t is not None and t._version != version:
-                    raise TapeError(f"Tape.backward: a tensor of shape {t.shape} used by {node.op.__name__} was "
+                    raise TapeError(f"Tape.backward: a tensor of shape {t.shape} used by {op.__name__} was "
                                     f"modified in place after the tape recorded it (version {version} -> "
                                     f"{t._version}); the gradient would be wrong. Modify a copy instead")
-                needs.append(required and uid is not None and (uid in live or is_target(t)))
-            if not any(needs):
+            if needs is None or True not in needs:
                 continue
-            g_out = [grads.get(uid) if uid in keep else grads.pop(uid, None) for uid in node.output_uids]
-            ctx = node.ctx
+            g_out = []
+            for uid in output_uids:
+                g_out.append(grads.get(uid) if uid in keep else grads.pop(uid, None))
             ctx.needs_input_grad = tuple(needs)
-            if node.op.accumulates:
+            if op.accumulates:
                 # a checkpointed function: it continues the accumulation of its inputs' gradients itself, in
                 # the order the recorded operators would have (so that the sums are the same bits)
                 acc = {}
-                for uid, need in zip(node.input_uids, needs):
-                    if need and uid in grads:
+                for i, uid, _, _, _ in inputs:
+                    if needs[i] and uid in grads:
                         acc[uid] = grads.pop(uid)
-                grads.update(node.op.backward_accumulate(ctx, g_out, acc))
+                grads.update(op.backward_accumulate(ctx, g_out, acc))
                 continue
-            g_in = node.op.backward(ctx, *g_out)
+            g_in = op.backward(ctx, *g_out)
             if not isinstance(g_in, tuple):
                 g_in = (g_in,)
-            if len(g_in) != len(needs):
-                raise TapeError(f"{node.op.__name__}.backward returned {len(g_in)} gradients for "
-                                f"{len(needs)} inputs")
-            for uid, need, g in zip(node.input_uids, needs, g_in):
-                if need and g is not None:
+            if len(g_in) != n_inputs:
+                raise TapeError(f"{op.__name__}.backward returned {len(g_in)} gradients for {n_inputs} inputs")
+            for i, uid, _, _, _ in inputs:
+                g = g_in[i]
+                if g is not None and needs[i]:
                     grads[uid] = g if uid not in grads else arrays.add(grads[uid], g)
         if not retain:
             for node in self._nodes:
@@ -537,10 +568,10 @@ def _seeds(fn, out, grad):
 
 def _seed(fn, out, grad):
     if grad is None:
-        if out.size != 1:
+        if out._data.size != 1:
             raise TapeError(f"{fn}: the output has shape {out.shape}; a non-scalar output needs "
                             f"a seed: backward(out, grad=array of shape {out.shape})")
-        return arrays.apply(lambda xp, x: xp.ones(x.shape, x.dtype), out.data)
+        return arrays.ones_like(out.data)
     seed = grad.data if isinstance(grad, Tensor) else grad
     if not arrays.is_array(seed) or tuple(seed.shape) != out.shape:
         shape = getattr(seed, "shape", type(seed).__name__)

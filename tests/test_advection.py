@@ -512,3 +512,40 @@ def test_non_contiguous_inputs(backend):
     big[:, ::2] = u
     out = gpudp.advect_upwind(d, big[:, ::2], dt, grid)
     assert rel_err(out, reference(d, u, dt, grid)) <= 1e-12
+
+
+def test_checks_fire_after_a_successful_call(backend):
+    """Shapes, dtypes and backends already seen skip the repeated checks; a call that differs in any of them
+    (or passes something that is not a grid or an array) is checked again and raises."""
+    d, u, dt, grid = _ok_inputs(backend)
+    for _ in range(2):
+        gpudp.advect_upwind(d, u, dt, grid)
+    with pytest.raises(gpudp.ShapeError, match="d has shape"):
+        gpudp.advect_upwind(backend.asarray(np.zeros((3, 5, 7))), u, dt, grid)
+    with pytest.raises(gpudp.ShapeError, match="u has shape"):
+        gpudp.advect_upwind(d, u, dt, gpudp.Grid((6, 5)))
+    with pytest.raises(TypeError, match="u has dtype int64"):
+        gpudp.advect_upwind(d, backend.asarray(np.zeros(u.shape, np.int64)), dt, grid)
+    with pytest.raises(TypeError, match="d is float32"):
+        gpudp.advect_upwind(backend.asarray(np.zeros(d.shape, np.float32)), u, dt, grid)
+    with pytest.raises(TypeError, match="grid must be a gpudp.Grid"):
+        gpudp.advect_upwind(d, u, dt, (5, 6))
+    with pytest.raises(TypeError, match="d must be a gpudp.Tensor"):
+        gpudp.advect_upwind(np.zeros((5, 6)).tolist(), u, dt, grid)
+    if backend.name != "cpu":
+        with pytest.raises(gpudp.BackendError, match="u is a"):
+            gpudp.advect_upwind(d, np.zeros(u.shape), dt, grid)
+    for bad_dt, exc in ((-1.0, ValueError), (float("nan"), ValueError), ("1", TypeError)):
+        with pytest.raises(exc, match="dt"):
+            gpudp.advect_upwind(d, u, bad_dt, grid)
+    with pytest.raises(ValueError, match="steps"):
+        gpudp.advect_upwind(d, u, dt, grid, steps=0)
+    with pytest.raises(gpudp.StabilityError):
+        gpudp.advect_upwind(d, u, dt * 2, grid)
+    bad = np.array(backend.to_numpy(u))
+    bad[0, 1, 2] = np.inf
+    with pytest.raises(ValueError, match="non-finite"):
+        gpudp.advect_upwind(d, backend.asarray(bad), dt, grid)
+    # and the good call still gives the reference
+    np.testing.assert_allclose(backend.to_numpy(gpudp.advect_upwind(d, u, dt, grid)),
+                               reference(backend.to_numpy(d), backend.to_numpy(u), dt, grid), rtol=1e-12, atol=1e-12)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROLLOUT_CASES = {"rollout_advect", "rollout_smoke", "soak"}
 CASES = {"advect_fwd", "advect_adj", "seed_grad", "poisson_solve", "cg_iter", "project_grad",
-         "mac_fwd", "mac_adj", "smoke_fwd", "smoke_adj", "smoke_demo", "solvers"}
+         "mac_fwd", "mac_adj", "smoke_fwd", "smoke_adj", "smoke_demo", "solvers"} | ROLLOUT_CASES
 
 
 def _env():
@@ -31,13 +32,13 @@ def _results(folder):
     return found[0], json.loads(found[0].read_text())
 
 
-def _check_run(folder):
+def _check_run(folder, cases=CASES):
     path, run = _results(folder)
     assert path.with_suffix(".md").exists()
     pytest.importorskip("matplotlib")
     assert path.with_suffix(".png").stat().st_size > 1000
     records = run["records"]
-    assert {r["case"] for r in records} == CASES
+    assert {r["case"] for r in records} == cases
     errors = [f"{r['case']} {r['config']} {r['impl']}: {r['status']}" for r in records
               if r["status"].startswith("error")]
     assert not errors, "\n".join(errors)
@@ -254,6 +255,85 @@ def test_solver_case_runs(monkeypatch, multigrid):
     assert {t["id"] for t in run["targets"]} >= {t[0] for t in S.TARGETS}
 
 
+def test_rollout_cases_run(monkeypatch):
+    """The long-rollout cases at their smoke sizes on the cpu backend, in process: checkpointed and stored rows,
+    the same gradient bits, the schedule's counts, less memory with checkpoints, the soak's memory samples, and
+    the report's section and targets."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    import gpudp
+    from benchmarks import cases as C
+    from benchmarks import cases_rollout as R
+    from benchmarks import report, suite
+    monkeypatch.delenv(R.BUDGET_ENV, raising=False)
+    assert {c.name for c in C.select(["rollout"])} == {"rollout_advect", "rollout_smoke"}
+    records, devices, probes = suite.run(["cpu"], sorted(ROLLOUT_CASES), smoke=True, quiet=True)
+    assert {r["case"] for r in records} == ROLLOUT_CASES
+    assert all(r["status"] == "ok" for r in records), [(r["config"], r["status"]) for r in records]
+    by = {r["config"]: r for r in records}
+    assert list(by) == ["32x32 float32 T=20 stored", "32x32 float32 T=20 c=5",   # in the order asked for
+                        "64x64 T=4 float64 stored", "64x64 T=4 float64 c=2",
+                        "advection demo N=128 T=100 float64 60 iterations"]
+    for stored, ckpt, T, c in [("32x32 float32 T=20 stored", "32x32 float32 T=20 c=5", 20, 5),
+                               ("64x64 T=4 float64 stored", "64x64 T=4 float64 c=2", 4, 2)]:
+        s, k = by[stored]["info"], by[ckpt]["info"]
+        assert k["bitwise_equal_to_stored"] is True and "bitwise_equal_to_stored" not in s
+        assert (k["steps"], k["checkpoints"]) == (T, c) and s["checkpoints"] is None
+        assert k["recomputed_steps"] == gpudp.revolve_counts(T, c).recomputed_steps and k["peak_states"] <= c
+        assert k["peak_bytes"] >= k["tape_bytes"] > 0 and k["peak_bytes"] < s["tape_bytes"] == s["peak_bytes"]
+    assert by["32x32 float32 T=20 stored"]["info"]["tape_bytes"] >= 20 * 32 * 32 * 4   # every step's density
+    soak = by["advection demo N=128 T=100 float64 60 iterations"]["info"]
+    assert soak["rss_source"] in ("VmRSS", "ru_maxrss (peak)") and soak["rss_warmup_bytes"] > 0
+    assert [i for i, _ in soak["rss_samples"]][0] == 20 and soak["rss_samples"][-1][0] == 60
+    assert soak["loss_last"] < soak["loss_first"]
+    run = report.assemble(records, devices, probes, "test")
+    md = report.markdown(run)
+    assert "## Long rollouts" in md and "| rollout_advect | gpudp-cpu | 32x32 float32 T=20 c=5 |" in md
+    assert {t["id"] for t in run["targets"]} >= {t[0] for t in R.TARGETS}
+    # the targets, read at this run's rows (their own configurations are the full sizes)
+    res = R.evaluate_target("rollout_advect_overhead", by["32x32 float32 T=20 c=5"], records)
+    ratio = by["32x32 float32 T=20 c=5"]["median_s"] / by["32x32 float32 T=20 stored"]["median_s"]
+    assert res["measured"] == f"{ratio:.2f}×" and res["status"] == ("met" if ratio <= R.RATIO_GOAL else "missed")
+    res = R.evaluate_target("soak_rss", by["advection demo N=128 T=100 float64 60 iterations"], records)
+    assert res["status"] == ("met" if soak["rss_growth"] < 0.01 else "missed")
+
+
+def test_rollout_targets_met_and_missed(monkeypatch):
+    """The target rows at the full-size configurations, from made-up records: the ratio against the stored row
+    of the same run, a gradient that differs misses, the soak's growth."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import cases_rollout as R
+    from benchmarks import report
+    assert R.default_checkpoints(1000) == 32 and R.default_checkpoints(100) == 10 and R.default_checkpoints(20) == 5
+
+    def rec(case, config, median, **info):
+        return {"case": case, "config": config, "impl": "gpudp-cpu", "role": "gpudp", "device_kind": "cpu",
+                "status": "ok", "median_s": median, "timing": {"spread": 0.0}, "info": info}
+
+    def targets(records):
+        return {t["id"]: t for t in report.evaluate_targets(records, {"cpu": {"gbps": 10.0}})}
+
+    stored = rec("rollout_advect", "256x256 float32 T=1000 stored", 1.0, tape_bytes=1000, checkpoints=None)
+    for median, bitwise, status in [(2.0, True, "met"), (2.5, True, "missed"), (1.5, False, "missed")]:
+        ckpt = rec("rollout_advect", "256x256 float32 T=1000 c=32", median, tape_bytes=10, peak_bytes=20,
+                   checkpoints=32, steps=1000, recomputed_steps=1408, peak_states=32, bitwise_equal_to_stored=bitwise)
+        t = targets([stored, ckpt])["rollout_advect_overhead"]
+        assert (t["measured"], t["status"]) == (f"{median:.2f}×", status), t
+        assert "1408 steps recomputed" in t["detail"]
+    t = targets([ckpt])["rollout_advect_overhead"]
+    assert t["status"] == "not measured" and "no stored row" in t["detail"]
+    smoke = [rec("rollout_smoke", "64x64 T=100 float64 stored", 1.0, tape_bytes=1000, checkpoints=None),
+             rec("rollout_smoke", "64x64 T=100 float64 c=10", 2.1, tape_bytes=10, peak_bytes=20, checkpoints=10,
+                 steps=100, recomputed_steps=125, peak_states=10, bitwise_equal_to_stored=True)]
+    assert targets(smoke)["rollout_smoke_overhead"]["status"] == "met"
+    for growth, status in [(0.005, "met"), (0.02, "missed")]:
+        soak = rec("soak", "advection demo N=128 T=100 float64 10000 iterations", 2.0, iterations=10000,
+                   warmup_iterations=500, rss_source="VmRSS", rss_warmup_bytes=100 << 20,
+                   rss_end_bytes=int((100 << 20) * (1 + growth)), rss_max_bytes=int((100 << 20) * (1 + growth)),
+                   rss_growth=growth, rss_growth_per_iteration_bytes=1.0, loss_first=1.0, loss_last=0.1)
+        t = targets([soak])["soak_rss"]
+        assert (t["measured"], t["status"]) == (f"{100 * growth:+.2f} %", status)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                     reason="the device check script needs bash and coreutils' timeout")
@@ -271,4 +351,10 @@ def test_device_check_dry_run(tmp_path):
     for name in ("device.txt", "tests.log", "tests.xml", "bench.log"):
         assert name in files
     assert "exit status: 0" in (out / "device.txt").read_text()
-    _check_run(out)
+    _check_run(out, CASES - ROLLOUT_CASES)   # the long-rollout cases run on their own, reported in bench.log
+    log = (out / "bench.log").read_text()
+    assert "rollout benchmarks: ok" in (out / "device.txt").read_text()
+    section = log[log.index("## Long rollouts"):]
+    for case in ("rollout_advect", "rollout_smoke"):
+        assert f"| {case} | gpudp-cpu |" in section
+    assert "Soak (gpudp-cpu" in section

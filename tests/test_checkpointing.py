@@ -437,3 +437,30 @@ def test_tape_backward_and_gradient_with_containers():
         tape.backward(out)
     with pytest.raises(TypeError, match="holds a str"):
         tape.backward((a, "b"))
+
+
+@pytest.mark.parametrize("c", [1, 2, 4, 20])
+def test_staggered_advect_mac_with_checkpoints(backend, c):
+    """A staggered q with ``steps=T, checkpoints=c`` is a checkpointed rollout of the one-step operator: the
+    same bits as recording every step, at most c states held (self-advection: both gradients)."""
+    backend.simulate_only(c == 2)
+    shape = backend.small((8, 6))
+    grid = gpudp.Grid(shape, spacing=1.0, boundary=("periodic", "neumann"))
+    rng = np.random.default_rng(4)
+    u0 = [0.1 * rng.standard_normal(grid.face_shape(k)) for k in range(2)]
+    T = 9
+
+    def run(checkpoints):
+        u = [backend.tensor(x, requires_grad=True) for x in u0]
+        with gpudp.Tape() as tape:
+            out = gpudp.advect_mac(tuple(u), tuple(u), 0.5, grid, steps=T, checkpoints=checkpoints)
+            loss = (out[0] * out[0]).sum() + (out[1] * 3.0).sum()
+        held = tape.memory_bytes
+        return [backend.to_numpy(g) for g in tape.gradient(loss, u)], held
+
+    ref, held_all = run(None)
+    got, held = run(c)
+    assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+    state = sum(x.nbytes for x in u0)
+    assert held <= min(c, T) * state + u0[0].nbytes   # states, and out[0] kept by the loss's square
+    assert held < held_all or c >= T

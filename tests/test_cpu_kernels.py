@@ -77,3 +77,21 @@ def test_max_abs_rows_large_arrays(dtype):
     got = A.max_abs_rows(x)
     assert np.isnan(got[0]) and got[1] == np.inf and got[2] == 0.0
     assert A.max_abs_rows(x).dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_abs_rows_small_arrays(dtype):
+    """The serial path of small arrays (every advect_upwind call on a small grid): the NumPy values, NaN for a
+    row with a NaN (wherever it sits), inf for a row with an infinity."""
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((5, 37)) * np.array([[0.5], [3.0], [1e-3], [7.0], [1.0]])).astype(dtype)
+    np.testing.assert_array_equal(A.max_abs_rows(x), np.abs(x).max(axis=-1).astype(np.float64))
+    x[0, 0] = np.nan
+    x[1, -1] = np.nan
+    x[1, 3] = 1e30 if dtype == np.float32 else 1e300
+    x[2, 5] = -np.inf
+    x[3] = -0.0
+    got = A.max_abs_rows(x)
+    assert got.dtype == np.float64 and got.shape == (5,)
+    assert np.isnan(got[0]) and np.isnan(got[1]) and got[2] == np.inf and got[3] == 0.0
+    assert got[4] == np.abs(x[4]).max()

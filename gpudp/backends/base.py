@@ -59,16 +59,30 @@ class Backend:
         return np.abs(self.to_numpy(x)).max(axis=-1).astype(np.float64)
 
     # -- advection (gpudp.ops.advection) ----------------------------------------------------------------
-    def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states):
+    def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states, save_every=1, out=None,
+                       states=None):
         """Apply ``steps`` upwind steps to ``d``. Returns ``(d_T, states)``; ``states`` is ``None`` unless
-        ``save_states``, then an array ``(steps, Bu, F, N)`` holding ``d^0 … d^{T-1}``."""
+        ``save_states``, then an array ``(ceil(steps / save_every), Bu, F, N)`` holding ``d^t`` for
+        ``t = 0, k, 2k, … < steps`` (``k = save_every``): ``d^0 … d^{T-1}`` for ``k = 1``, the checkpoints of a
+        checkpointed rollout for ``k > 1``.
+
+        ``out`` (``(Bu, F, N)``) and ``states`` (the shape above), when given, are contiguous arrays of this
+        backend, overlapping neither ``d`` nor each other, that receive the results (and are returned) in place
+        of new ones: a checkpointed backward pass recomputes a segment's states into one reused buffer this
+        way. Results are bitwise those of a call without them."""
         raise NotImplementedError
 
-    def advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u):
+    def advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, gu=None):
         """Vector–Jacobian product of ``steps`` upwind steps. ``g`` is the gradient w.r.t. ``d_T``
         (``(Bu, F, N)``), ``states`` the saved ``d^0 … d^{T-1}`` (``None`` allowed when not ``need_u``).
         Returns ``(grad_d or None, grad_u or None)``; ``grad_u`` has the shape of ``u`` and sums over the
-        ``F`` fields and all steps."""
+        ``F`` fields and all steps.
+
+        ``gu`` (with ``need_u``): a contiguous array shaped like ``u`` that every step's velocity gradient is
+        added into, in the order in which a single call adds the steps after its first; it is returned as
+        ``grad_u``. Splitting ``T`` steps into calls over consecutive segments, last segment first, each
+        given the previous call's ``grad_d`` as ``g`` (and ``need_d`` for all but the first segment) and,
+        after the first call, its ``grad_u`` as ``gu``, gives bitwise the gradients of the single call."""
         raise NotImplementedError
 
     # -- staggered difference operators and the Poisson solve (gpudp.ops.difference / poisson) -----------
@@ -125,16 +139,20 @@ class Backend:
     # face arrays shaped ``(Bu, F, M_a)``. ``dt`` is a Python float. The solid mask of ``geom`` is ignored
     # (DESIGN.md §6). Adjoints gather (no atomics); ``gu`` sums over the ``F`` fields (and the steps).
 
-    def mac_advect_cells(self, q, u, dt, geom, steps, save_states):
+    def mac_advect_cells(self, q, u, dt, geom, steps, save_states, save_every=1, out=None, states=None):
         """``steps`` donor-cell (flux-form upwind) steps of the cell fields ``q`` by the staggered ``u``.
-        Returns ``(q_T, states)``; ``states`` is ``None`` unless ``save_states``, then ``(steps, Bu, F, N)``
-        holding ``q^0 … q^{T-1}``."""
+        Returns ``(q_T, states)``; ``states`` is ``None`` unless ``save_states``, then
+        ``(ceil(steps / save_every), Bu, F, N)`` holding ``q^t`` for ``t = 0, k, 2k, … < steps``
+        (``k = save_every``). ``out`` and ``states``: given arrays that receive the results, as in
+        :meth:`advect_forward`."""
         raise NotImplementedError
 
-    def mac_advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u):
+    def mac_advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u, gu=None):
         """Vector–Jacobian product of :meth:`mac_advect_cells`; ``g`` is ``(Bu, F, N)``, ``states`` the saved
         ``q^0 … q^{T-1}`` (``None`` allowed when not ``need_u``). Returns ``(gq or None, gu or None)``, ``gu`` a
-        tuple shaped like ``u``."""
+        tuple shaped like ``u``. ``gu`` given (with ``need_u``): a tuple of contiguous arrays shaped like ``u``
+        that every step's velocity gradient is added into, as in :meth:`advect_adjoint` (segments of a
+        checkpointed backward pass give bitwise the single call's gradients)."""
         raise NotImplementedError
 
     def mac_advect_faces(self, q, u, dt, geom):

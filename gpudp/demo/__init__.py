@@ -10,14 +10,24 @@ DEMOS = ("advection", "pressure", "smoke", "learn")
 DEFAULT = ("advection", "pressure", "smoke")
 
 
-def run_demos(which=(), out=None, backend=None, quiet=False, tol=None):
+def run_demos(which=(), out=None, backend=None, quiet=False, tol=None, steps=None, checkpoints=None,
+              iterations=None, memory_budget=None):
     """Run the named demos (default: advection, pressure and smoke) on ``backend`` (default: the active
-    one). ``tol``: the Poisson tolerance of the smoke demo (default its own, 1e-6)."""
+    one). The smoke demo's options (``None``: its own default): ``tol`` the Poisson tolerance (1e-6),
+    ``steps`` the rollout's length (100), ``checkpoints`` the states a checkpointed rollout holds (none: every
+    step recorded), ``iterations`` (100), ``memory_budget`` MiB (only reported)."""
     import gpudp
     which = tuple(which) or DEFAULT
     for name in which:
         if name not in DEMOS:
             raise SystemExit(f"unknown demo {name!r}; choose from {', '.join(DEMOS)}")
+    rollout_options = {k: v for k, v in dict(steps=steps, checkpoints=checkpoints, iterations=iterations,
+                                             memory_budget=memory_budget).items() if v is not None}
+    if "smoke" not in which and rollout_options:
+        given = ", ".join("--" + k.replace("_", "-") for k in rollout_options)
+        raise SystemExit(f"{given}: options of the smoke demo, which is not among the demos run "
+                         f"({', '.join(which)})")
+    smoke_options = dict(rollout_options, **({} if tol is None else {"tol": tol}))
     out_dir = pathlib.Path(out or "gpudp-output").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if backend:
@@ -27,7 +37,7 @@ def run_demos(which=(), out=None, backend=None, quiet=False, tol=None):
     results = {}
     for name in which:
         module = importlib.import_module(f"gpudp.demo.{name}")
-        options = {"tol": tol} if (name == "smoke" and tol is not None) else {}
+        options = smoke_options if name == "smoke" else {}
         results[name] = module.run(out_dir, quiet=quiet, **options)
     print(f"figures written to {out_dir}")
     return 0

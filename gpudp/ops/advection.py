@@ -7,13 +7,15 @@ One step along each axis ``k`` (``Δt`` the time step, ``Δx_k`` the spacing)::
 ``steps = T`` applies ``T`` steps with the same ``u`` as one operator: the forward loop runs inside one
 compiled call (CPU) or without host round trips (GPU), and the adjoint runs the ``T`` transposed steps,
 accumulating the velocity gradient ``Σ_t (∂d^{t+1}/∂u)ᵀ ḡ^{t+1}``. The states ``d^0 … d^{T-1}`` are stored
-only when ``u`` needs a gradient (the ``d``-adjoint is linear and needs only ``u``).
+only when ``u`` needs a gradient (the ``d``-adjoint is linear and needs only ``u``); with ``checkpoints = c``
+only every ``ceil(T/c)``-th of them, the others recomputed segment by segment (``gpudp.ops._checkpoints``).
 """
 from __future__ import annotations
 
 from ..backends import get_backend
 from ..errors import ShapeError, StabilityError
-from ..tape import Operator
+from ..tape import Operator, Tensor
+from . import _checkpoints
 from . import _validate as V
 
 _FN = "advect_upwind"
@@ -23,7 +25,7 @@ class AdvectUpwind(Operator):
     """The monolithic ``T``-step upwind advection operator; inputs ``(d, u)``."""
 
     @staticmethod
-    def forward(ctx, d, u, *, dt, grid, steps, backend, layout):
+    def forward(ctx, d, u, *, dt, grid, steps, backend, layout, checkpoints=None):
         Bu, F, D, N = layout
         shape3, ndim, bc = V.padded(grid)
         coef = (0.0,) * (3 - ndim) + tuple([dt / h for h in grid.spacing])
@@ -31,31 +33,43 @@ class AdvectUpwind(Operator):
         uc = backend.ascontiguous(u).reshape(Bu, D, N)
         need_u = ctx.needs_input_grad[1]
         save_states = need_u and steps > 1
-        out, states = backend.advect_forward(dc, uc, coef, bc, shape3, ndim, steps, save_states)
+        # checkpointed: only d^0, d^L, d^2L, … (L = ceil(T / c)) are kept
+        L = _checkpoints.segment_length(steps, checkpoints) if save_states else None
+        out, states = backend.advect_forward(dc, uc, coef, bc, shape3, ndim, steps, save_states, L or 1)
         if need_u:
             ctx.save_for_backward(u, states if steps > 1 else d)
         elif ctx.needs_input_grad[0]:
             ctx.save_for_backward(u, None)
-        ctx.params = (coef, bc, shape3, ndim, steps, backend, layout, tuple(d.shape))
+        ctx.params = (coef, bc, shape3, ndim, steps, L, backend, layout, tuple(d.shape))
         return out.reshape(d.shape)
 
     @staticmethod
     def backward(ctx, g):
-        coef, bc, shape3, ndim, steps, backend, (Bu, F, D, N), d_shape = ctx.params
+        coef, bc, shape3, ndim, steps, L, backend, (Bu, F, D, N), d_shape = ctx.params
         u, states = ctx.saved
         need_d, need_u = ctx.needs_input_grad
         if g is None or not (need_d or need_u):
             return None, None
         gc = backend.ascontiguous(g).reshape(Bu, F, N)
         uc = backend.ascontiguous(u).reshape(Bu, D, N)
-        st = None
-        if need_u:
-            st = backend.ascontiguous(states).reshape(steps, Bu, F, N)
-        gd, gu = backend.advect_adjoint(gc, st, uc, coef, bc, shape3, ndim, steps, need_d, need_u)
+        if need_u and L is not None:
+            def recompute(src, n, out, st):
+                backend.advect_forward(src, uc, coef, bc, shape3, ndim, n, True, 1, out, st)
+
+            def adjoint(gs, st, n, need_g, gu):
+                return backend.advect_adjoint(gs, st, uc, coef, bc, shape3, ndim, n, need_g, True, gu)
+
+            buffer = backend.empty((L, Bu, F, N), gc.dtype)  # one segment's states, reused by every segment
+            gd, gu = _checkpoints.adjoint(gc, states, steps, L, buffer, recompute, adjoint, need_d)
+        else:
+            st = None
+            if need_u:
+                st = backend.ascontiguous(states).reshape(steps, Bu, F, N)
+            gd, gu = backend.advect_adjoint(gc, st, uc, coef, bc, shape3, ndim, steps, need_d, need_u)
         return (gd.reshape(d_shape) if need_d else None), (gu.reshape(u.shape) if need_u else None)
 
 
-def advect_upwind(d, u, dt, grid, steps=1, check_cfl=True):
+def advect_upwind(d, u, dt, grid, steps=1, check_cfl=True, checkpoints=None):
     """Advect ``d`` with velocity ``u`` by ``steps`` first-order upwind steps of size ``dt``.
 
     Parameters
@@ -73,20 +87,57 @@ def advect_upwind(d, u, dt, grid, steps=1, check_cfl=True):
         Number of steps ``T >= 1`` with the same ``u``, applied as one operator.
     check_cfl : bool
         Raise :class:`gpudp.StabilityError` when ``Δt Σ_k max|u_k| / Δx_k > 1`` (one host sync).
+    checkpoints : int or None
+        What the tape keeps of the ``T`` states when ``u`` needs a gradient. ``None`` (or ``c >= T``): all
+        ``T`` states. An int ``c >= 1``: only ``d^0, d^L, d^{2L}, …`` with ``L = ceil(T / c)`` (at most ``c``
+        states, besides ``u``); the backward pass recomputes each segment's states from its checkpoint into one
+        buffer of ``L`` states, about one extra forward pass in all. The gradients are bitwise those of
+        ``checkpoints=None``. Without a velocity gradient nothing but ``u`` is kept either way.
 
     Returns the advected field (a Tensor when an input is a Tensor, else an array of the active backend).
     Gradients flow to ``d`` and ``u``; the derivative at ``u = 0`` exactly takes the ``u > 0`` branch.
     Inputs are never modified.
     """
     backend = get_backend()
+    ua = u._data if isinstance(u, Tensor) else u
+    layout = _layout(backend, grid, d._data if isinstance(d, Tensor) else d, ua)
+    # the common cases without a call: a finite float dt >= 0 and an int steps >= 1
+    if type(dt) is not float or not 0.0 <= dt < _INF:
+        dt = V.check_scalar(_FN, "dt", dt, nonnegative=True)
+    if type(steps) is not int or steps < 1:
+        steps = V.check_int(_FN, "steps", steps, 1)
+    if checkpoints is not None:
+        checkpoints = _checkpoints.check(_FN, checkpoints)
+    if check_cfl:
+        _check_cfl(backend, ua, layout, dt, grid)
+    return AdvectUpwind.apply(d, u, dt=dt, grid=grid, steps=steps, backend=backend, layout=layout,
+                              checkpoints=checkpoints)
+
+
+_INF = float("inf")
+
+# The layouts (Bu, F, D, N) of the argument combinations already checked, keyed by everything the checks
+# read: the backend, the grid's type and shape, and the arrays' types, dtypes and shapes. A repeated
+# combination skips the checks (they would pass again); one that fails them raises and is never stored.
+_LAYOUTS = {}
+_LAYOUTS_MAX = 256
+
+
+def _layout(backend, grid, da, ua):
+    """``(Bu, F, D, N)`` of the arrays ``d`` and ``u`` on ``grid``, after checking their types and shapes."""
+    try:
+        key = (backend, type(grid), grid.shape, type(da), type(ua), da.dtype, ua.dtype, da.shape, ua.shape)
+        layout = _LAYOUTS.get(key)
+    except (AttributeError, TypeError):  # not a grid and arrays: the checks below say which
+        key = layout = None
+    if layout is not None:
+        return layout
     V.check_grid(_FN, grid)
-    da = V.check_array(_FN, "d", d, backend)
-    ua = V.check_array(_FN, "u", u, backend)
+    V.check_array(_FN, "d", da, backend)
+    V.check_array(_FN, "u", ua, backend)
     if da.dtype != ua.dtype:
         V.check_same_dtype(_FN, d=da, u=ua)
-    dt = V.check_scalar(_FN, "dt", dt, nonnegative=True)
-    steps = V.check_int(_FN, "steps", steps, 1)
-    (_, D, _), N, spacing = V.grid_facts(grid)
+    D, N = grid.ndim, grid.size
     gshape = grid.shape
     # velocity: (D, *shape) or (B, D, *shape)
     ushape = tuple(ua.shape)
@@ -110,12 +161,16 @@ def advect_upwind(d, u, dt, grid, steps=1, check_cfl=True):
             F *= n
     if F == 0 or Bu == 0:
         raise V.shape_error(_FN, "d", dshape, "at least one field (no zero-sized batch axes)")
-    if check_cfl:
-        _check_cfl(backend, ua, Bu, D, N, dt, grid, spacing)
-    return AdvectUpwind.apply(d, u, dt=dt, grid=grid, steps=steps, backend=backend, layout=(Bu, F, D, N))
+    layout = (Bu, F, D, N)
+    if key is not None:
+        if len(_LAYOUTS) >= _LAYOUTS_MAX:
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = layout
+    return layout
 
 
-def _check_cfl(backend, u, Bu, D, N, dt, grid, spacing):
+def _check_cfl(backend, u, layout, dt, grid):
+    Bu, _, D, N = layout
     umax = backend.max_abs_per_row(backend.ascontiguous(u).reshape(Bu * D, N))
     if Bu == 1:
         # one velocity field: its D maxima as Python floats, cheaper than NumPy calls (same arithmetic)
@@ -125,7 +180,7 @@ def _check_cfl(backend, u, Bu, D, N, dt, grid, spacing):
             cfl += m[k] * dt / h[k]
     else:
         umax = umax.reshape(Bu, D)
-        cfl = float((umax * dt / spacing).sum(axis=1).max())
+        cfl = float((umax * dt / V.grid_facts(grid)[2]).sum(axis=1).max())
     # a NaN or inf in u makes cfl NaN or inf (inf * 0 is NaN for dt = 0), so finite inputs pass one test
     if not cfl <= 1.0:
         if not (umax == umax).all() or (umax == float("inf")).any():

@@ -17,7 +17,8 @@ value. Every term uses the old velocity. Interpolation: ``at_centers(u)_k = ½(u
 Adjoints are hand-written gather-form kernels (``gpudp.backends.mac_stencils``): w.r.t. ``q`` they depend on
 ``u`` only (the scheme is linear in ``q``); w.r.t. ``u`` they need the state, and at ``w = 0`` exactly they take
 the ``w > 0`` branch (``∂up/∂w = a``). ``steps = T`` for a cell-centred ``q`` is one operator whose adjoint runs
-the ``T`` transposed steps, the states ``q^0 … q^{T-1}`` kept only when ``u`` needs a gradient. Each operator
+the ``T`` transposed steps, the states ``q^0 … q^{T-1}`` kept only when ``u`` needs a gradient (with
+``checkpoints = c`` only every ``ceil(T/c)``-th, the others recomputed segment by segment). Each operator
 takes the ``D`` face arrays of a staggered field as separate inputs (outputs), so self-advection
 ``advect_mac(u, u, …)`` passes the same tensors twice and the tape adds the two gradients.
 """
@@ -27,6 +28,7 @@ from ..backends import get_backend
 from ..errors import ShapeError, StabilityError
 from ..geometry import geometry
 from ..tape import Operator
+from . import _checkpoints
 from . import _validate as V
 from .difference import check_cells, check_staggered
 
@@ -42,24 +44,27 @@ class AdvectMacCells(Operator):
     """``T`` donor-cell steps of a cell-centred field; inputs ``(q, u_0, …, u_{D-1})``."""
 
     @staticmethod
-    def forward(ctx, q, *u, dt, grid, steps, backend, layout):
+    def forward(ctx, q, *u, dt, grid, steps, backend, layout, checkpoints=None):
         Bu, F = layout
         geom = geometry(grid)
         qc = backend.ascontiguous(q).reshape(Bu, F, geom.size)
         uc = _faces(backend, u, (Bu,))
         needs = ctx.needs_input_grad
         need_u = any(needs[1:])
-        out, states = backend.mac_advect_cells(qc, uc, dt, geom, steps, need_u and steps > 1)
+        save_states = need_u and steps > 1
+        # checkpointed: only q^0, q^L, q^2L, … (L = ceil(T / c)) are kept
+        L = _checkpoints.segment_length(steps, checkpoints) if save_states else None
+        out, states = backend.mac_advect_cells(qc, uc, dt, geom, steps, save_states, L or 1)
         if need_u:
             ctx.save_for_backward(*u, states if steps > 1 else q)
         elif needs[0]:
             ctx.save_for_backward(*u)
-        ctx.params = (dt, grid, steps, backend, layout, tuple(q.shape))
+        ctx.params = (dt, grid, steps, L, backend, layout, tuple(q.shape))
         return out.reshape(q.shape)
 
     @staticmethod
     def backward(ctx, g):
-        dt, grid, steps, backend, (Bu, F), q_shape = ctx.params
+        dt, grid, steps, L, backend, (Bu, F), q_shape = ctx.params
         needs = ctx.needs_input_grad
         need_q, need_u = needs[0], any(needs[1:])
         D = grid.ndim
@@ -69,9 +74,20 @@ class AdvectMacCells(Operator):
         saved = ctx.saved
         u = saved[:D]
         N = geom.size
-        states = backend.ascontiguous(saved[D]).reshape(steps, Bu, F, N) if need_u else None
-        gq, gu = backend.mac_advect_cells_adjoint(backend.ascontiguous(g).reshape(Bu, F, N), states,
-                                                  _faces(backend, u, (Bu,)), dt, geom, steps, need_q, need_u)
+        gc = backend.ascontiguous(g).reshape(Bu, F, N)
+        uc = _faces(backend, u, (Bu,))
+        if need_u and L is not None:
+            def recompute(src, n, out, st):
+                backend.mac_advect_cells(src, uc, dt, geom, n, True, 1, out, st)
+
+            def adjoint(gs, st, n, need_g, gu):
+                return backend.mac_advect_cells_adjoint(gs, st, uc, dt, geom, n, need_g, True, gu)
+
+            buffer = backend.empty((L, Bu, F, N), gc.dtype)  # one segment's states, reused by every segment
+            gq, gu = _checkpoints.adjoint(gc, saved[D], steps, L, buffer, recompute, adjoint, need_q)
+        else:
+            states = backend.ascontiguous(saved[D]).reshape(steps, Bu, F, N) if need_u else None
+            gq, gu = backend.mac_advect_cells_adjoint(gc, states, uc, dt, geom, steps, need_q, need_u)
         return ((gq.reshape(q_shape) if need_q else None),
                 *((gu[k].reshape(u[k].shape) if needs[1 + k] else None) for k in range(D)))
 
@@ -162,7 +178,7 @@ class AtFaces(Operator):
 
 # -- public functions ------------------------------------------------------------------------------------------
 
-def advect_mac(q, u, dt, grid, steps=1, check_cfl=True):
+def advect_mac(q, u, dt, grid, steps=1, check_cfl=True, checkpoints=None):
     """Advect ``q`` by the staggered velocity ``u`` with ``steps`` donor-cell (flux-form upwind) steps of size
     ``dt`` on the MAC grid (DESIGN.md §6; on periodic grids jax-cfd's ``q + dt·advect_upwind(q, u)``).
 
@@ -187,6 +203,13 @@ def advect_mac(q, u, dt, grid, steps=1, check_cfl=True):
         staggered one.
     check_cfl : bool
         Raise :class:`gpudp.StabilityError` when ``Δt Σ_k max|u_k| / Δx_k > 1`` (one host sync).
+    checkpoints : int or None
+        For a cell-centred ``q``: what the tape keeps of the ``T`` states when ``u`` needs a gradient.
+        ``None`` (or ``c >= T``): all ``T`` states. An int ``c >= 1``: only ``q^0, q^L, q^{2L}, …`` with
+        ``L = ceil(T / c)`` (at most ``c`` states, besides ``u``); the backward pass recomputes each segment's
+        states from its checkpoint into one buffer of ``L`` states, about one extra forward pass in all. The
+        gradients are bitwise those of ``checkpoints=None``. Without a velocity gradient nothing but ``u`` is
+        kept either way.
 
     Returns the advected field: an array (a tuple of ``D`` for a staggered ``q``) of the active backend, or
     Tensors when an input is a Tensor. Gradients flow to ``q`` and ``u``; the velocity derivative at ``w = 0``
@@ -197,6 +220,7 @@ def advect_mac(q, u, dt, grid, steps=1, check_cfl=True):
     ua, u_lead = check_staggered(_FN, "u", u, grid, backend)
     dt = V.check_scalar(_FN, "dt", dt, nonnegative=True)
     steps = V.check_int(_FN, "steps", steps, 1)
+    checkpoints = _checkpoints.check(_FN, checkpoints)
     Bu = u_lead[0] if u_lead else 1
     if isinstance(q, (tuple, list)):
         qa, q_lead = check_staggered(_FN, "q", q, grid, backend)
@@ -209,10 +233,7 @@ def advect_mac(q, u, dt, grid, steps=1, check_cfl=True):
         F = 1 if u_lead or not q_lead else q_lead[0]
         if check_cfl:
             _check_cfl(backend, ua, Bu, dt, grid)
-        out = tuple(q)
-        for _ in range(steps):
-            out = AdvectMacFaces.apply(*out, *u, dt=dt, grid=grid, backend=backend, layout=(Bu, F))
-        return out
+        return _staggered_steps(q, u, dt, grid, backend, (Bu, F), steps, checkpoints)
     qa = V.check_array(_FN, "q", q, backend)
     if qa.dtype != ua[0].dtype:
         V.check_same_dtype(_FN, q=qa, u=ua[0])
@@ -237,7 +258,24 @@ def advect_mac(q, u, dt, grid, steps=1, check_cfl=True):
         raise V.shape_error(_FN, "q", qshape, "at least one field (no zero-sized leading axes)")
     if check_cfl:
         _check_cfl(backend, ua, Bu, dt, grid)
-    return AdvectMacCells.apply(q, *u, dt=dt, grid=grid, steps=steps, backend=backend, layout=(Bu, F))
+    return AdvectMacCells.apply(q, *u, dt=dt, grid=grid, steps=steps, backend=backend, layout=(Bu, F),
+                                checkpoints=checkpoints)
+
+
+def _staggered_steps(q, u, dt, grid, backend, layout, steps, checkpoints):
+    """``steps`` one-step operators of the staggered field ``q``: each recorded on the tape, or with
+    ``checkpoints = c`` (validated by the caller) one :func:`gpudp.rollout` node holding at most ``c`` states
+    (binomial schedule; the same gradient bits)."""
+    def step(state):
+        return AdvectMacFaces.apply(*state, *u, dt=dt, grid=grid, backend=backend, layout=layout)
+
+    if checkpoints is not None and steps > 1:
+        from ..checkpointing import rollout
+        return rollout(step, tuple(q), steps, checkpoints=checkpoints)
+    out = tuple(q)
+    for _ in range(steps):
+        out = step(out)
+    return out
 
 
 def _check_cfl(backend, u, Bu, dt, grid):

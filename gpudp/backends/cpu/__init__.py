@@ -41,19 +41,20 @@ class CpuBackend(Backend):
     def zeros(self, shape, dtype):
         return np.zeros(shape, dtype)
 
-    def ascontiguous(self, x):
-        return np.ascontiguousarray(x)
+    # ``x`` itself when C-contiguous, else a contiguous copy; NumPy's function itself (no Python frame: the
+    # operators call it several times per call)
+    ascontiguous = staticmethod(np.ascontiguousarray)
 
-    def max_abs_per_row(self, x):
-        return advection.max_abs_rows(np.ascontiguousarray(x))
+    max_abs_per_row = staticmethod(advection.max_abs_rows)
 
-    def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states):
+    def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states, save_every=1, out=None,
+                       states=None):
         self.launches["advect_forward"] += 1
-        return advection.advect_forward(d, u, coef, bc, shape3, ndim, steps, save_states)
+        return advection.advect_forward(d, u, coef, bc, shape3, ndim, steps, save_states, save_every, out, states)
 
-    def advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u):
+    def advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, gu=None):
         self.launches["advect_adjoint_du" if need_u else "advect_adjoint_d"] += 1
-        return advection.advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u)
+        return advection.advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, gu)
 
     def stag_divergence(self, faces, inv_dx, bc, shape3, ndim):
         self.launches["stag_divergence"] += 1
@@ -87,19 +88,19 @@ class CpuBackend(Backend):
         return _obstacles.cg_solve_masked(self, b, x0, obstacles, tol, maxiter, preconditioner)
 
     # -- MAC advection and interpolation (gpudp.ops.mac; kernels in mac.py) -------------------------------------
-    def mac_advect_cells(self, q, u, dt, geom, steps, save_states):
+    def mac_advect_cells(self, q, u, dt, geom, steps, save_states, save_every=1, out=None, states=None):
         from . import mac
         self.launches["mac_cells_forward"] += 1
-        return mac.advect_cells(q, u, dt, geom, steps, save_states)
+        return mac.advect_cells(q, u, dt, geom, steps, save_states, save_every, out, states)
 
-    def mac_advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u):
+    def mac_advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u, gu=None):
         from . import mac
         # one fused pass per step: counted under the gradients it computes
         if need_u:
             self.launches["mac_cells_adjoint_u"] += 1
         if need_q or steps > 1:
             self.launches["mac_cells_adjoint_q"] += 1
-        return mac.advect_cells_adjoint(g, states, u, dt, geom, steps, need_q, need_u)
+        return mac.advect_cells_adjoint(g, states, u, dt, geom, steps, need_q, need_u, gu)
 
     def mac_advect_faces(self, q, u, dt, geom):
         from . import mac

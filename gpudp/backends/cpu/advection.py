@@ -22,8 +22,10 @@ the array (interior rows, and every row of a periodic axis) takes the fast path:
 branch-free loop over row views that LLVM vectorises, and only its two end cells apply the ghost rules.
 Rows at a dirichlet or neumann boundary of another axis take the per-cell path with the ghost rules.
 float32 data is computed in float32 (as the CUDA kernels do), float64 in float64. The forward pass with
-saved states writes each step straight into its slot of ``states``; the adjoint's first step overwrites the
-uninitialised velocity gradient, so no pass zeroes it, and its overwriting loops never read it.
+saved states writes each saved step straight into its slot of ``states`` (every step, or every ``save_every``-th
+for checkpoints); the adjoint's first step overwrites the uninitialised velocity gradient, so no pass zeroes it,
+and its overwriting loops never read it; given a velocity gradient to accumulate into (a checkpointed backward
+pass, one call per segment), every step adds to it, as a single call's later steps do.
 """
 from __future__ import annotations
 
@@ -500,13 +502,32 @@ def _max_abs_bits(bits, out, rows, n, chunk, mask):
 _max_abs_bits_par = njit(parallel=True, cache=True)(_max_abs_bits)
 
 
+@njit(cache=True)
+def _max_abs_small(x, out):
+    """``out[r] = max |x[r, :]|`` (NaN when the row has a NaN), serially: for small arrays, where a call costs
+    less than NumPy's ``abs`` and ``max`` (about a microsecond each)."""
+    rows, n = x.shape
+    for r in range(rows):
+        m = 0.0
+        for i in range(n):
+            a = abs(x[r, i])
+            if not a <= m:  # larger, or NaN
+                m = a
+                if a != a:
+                    break
+        out[r] = m
+
+
 def max_abs_rows(x):
-    """``max |x|`` over the last axis of a C-contiguous 2-D float array, as float64 (NaN where a row has a
-    NaN): for large arrays one parallel read of ``x`` and no temporary (NumPy's ``abs`` then ``max`` writes
-    and reads a temporary, single-threaded); small ones take NumPy's way, quicker than a kernel call."""
+    """``max |x|`` over the last axis of a 2-D float array, as float64 (NaN where a row has a NaN): for large
+    arrays one parallel read of ``x`` and no temporary (NumPy's ``abs`` then ``max`` writes and reads a
+    temporary, single-threaded); small ones one serial pass."""
+    x = np.ascontiguousarray(x)
     rows, n = x.shape
     if x.size < _PARALLEL_MIN_CELLS:
-        return np.abs(x).max(axis=-1).astype(np.float64, copy=False)
+        out = np.empty(rows, np.float64)
+        _max_abs_small(x, out)
+        return out
     itype = np.int32 if x.dtype == np.float32 else np.int64
     mask = itype(np.iinfo(itype).max)  # all bits but the sign
     nch = (n + _MAX_ABS_CHUNK - 1) // _MAX_ABS_CHUNK
@@ -524,21 +545,23 @@ def max_abs_rows(x):
 # each of those costs a pair of atomic reference-count updates, more than a step's arithmetic.
 
 @njit(inline="always")
-def _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, row_fn):
+def _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every,
+                   row_fn):
     rows = Bu * F * n0 * n1
     size = d.size
-    if save:  # states[t] = d^t: step t reads states[t] and writes states[t + 1] (the last one writes out)
+    if save:  # states[t / every] = d^t: a step whose output is saved writes it into its slot
         st = states[0:size]
         for j in prange(size):
             st[j] = d[j]
-    buf = np.empty_like(d) if steps > 1 and not save else out
+    buf = np.empty_like(d) if steps > 1 and (not save or every > 1) else out
     src = d
     for t in range(steps):
         if t == steps - 1:
             dst = out
-        elif save:
-            dst = states[(t + 1) * size:(t + 2) * size]
-        else:  # alternate between out and buf so that the last step lands in out
+        elif save and (t + 1) % every == 0:
+            s = (t + 1) // every
+            dst = states[s * size:(s + 1) * size]
+        else:  # alternate between out and buf so that the last step lands in out (never the step's input)
             dst = out if (steps - 1 - t) % 2 == 0 else buf
         for r in prange(rows):
             row = np.int64(r)  # one compiled signature (a parallel loop's index is unsigned)
@@ -548,7 +571,7 @@ def _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2
 
 @njit(inline="always")
 def _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u,
-                   row_fn):
+                   acc_u, row_fn):
     rows = Bu * n0 * n1
     size = g.size
     buf = np.empty_like(g) if steps > 1 else gd
@@ -559,7 +582,8 @@ def _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1,
         # alternate between gd and buf so that the gradient of d^0 lands in gd
         dst = gd if t % 2 == 0 else buf
         dstate = states[t * size:(t + 1) * size] if need_u else g
-        accumulate = k > 0  # the first step overwrites gu (allocated uninitialised), later ones add to it
+        # the first step overwrites gu (allocated uninitialised) unless acc_u, later ones add to it
+        accumulate = k > 0 or acc_u
         for r in prange(rows):
             row = np.int64(r)  # one compiled signature (a parallel loop's index is unsigned)
             row_fn(cur, dst, dstate, u, gu, row, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_g, need_u,
@@ -575,31 +599,35 @@ def _end_neighbours(i, n, bc):
     return lo, up
 
 
-def _forward_serial(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save):
-    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, _forward_row)
+def _forward_serial(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every):
+    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every,
+                   _forward_row)
 
 
-def _forward_serial_1d(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save):
-    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, _forward_row_1d)
+def _forward_serial_1d(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every):
+    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every,
+                   _forward_row_1d)
 
 
-def _forward_parallel(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save):
-    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, _forward_row)
+def _forward_parallel(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every):
+    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every,
+                   _forward_row)
 
 
-def _adjoint_serial(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u):
+def _adjoint_serial(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u,
+                    acc_u):
     _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u,
-                   _adjoint_row)
+                   acc_u, _adjoint_row)
 
 
 def _adjoint_parallel(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d,
-                      need_u):
+                      need_u, acc_u):
     _adjoint_steps(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d, need_u,
-                   _adjoint_row)
+                   acc_u, _adjoint_row)
 
 
 def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, need_d,
-                       need_u):
+                       need_u, acc_u):
     """The adjoint of :func:`_forward_serial_1d`: :func:`_adjoint_steps` with the 1-D rows written out (the
     same arithmetic in the same order as :func:`_adjoint_cell` and the row loops), indexing by offsets. The
     interior loops use unsigned indices: no negative-index wrap-around, so LLVM vectorises them."""
@@ -615,7 +643,7 @@ def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0,
         nxt = size - cur
         doff = t * size if need_u else 0
         need_g = need_d or t > 0
-        accumulate = k > 0
+        accumulate = k > 0 or acc_u
         for r in range(Bu):
             ub = r * n2
             # end cells (every cell of rows shorter than 3) with the ghost rules
@@ -708,42 +736,66 @@ _forward_ser_1d = njit(cache=True)(_forward_serial_1d)
 _adjoint_ser_1d = njit(cache=True)(_adjoint_serial_1d)
 
 
-def _driver(parallel, serial, serial_1d, size, ndim):
-    if size >= _PARALLEL_MIN_CELLS:
-        return parallel
-    return serial_1d if ndim == 1 else serial
-
-
 def _coefficients(coef, dtype):
     """``coef`` in the arrays' dtype (Python floats are float64 to Numba: the same signature, cheaper)."""
     c0, c1, c2 = coef
-    if dtype == np.float64:
+    if dtype.type is np.float64:
         return float(c0), float(c1), float(c2)
     return dtype.type(c0), dtype.type(c1), dtype.type(c2)
 
 
-def advect_forward(d, u, coef, bc, shape3, ndim, steps, save_states):
+# What the wrappers below derive from their scalar arguments, by (kernel kind, coef, bc, shape3, ndim, dtype,
+# parallel): the driver and the kernels' scalar arguments. An operator passes the same ones on every call, and
+# the wrappers run on every call.
+_SETUPS = {}
+_DRIVERS = {"forward": (_forward_par, _forward_ser, _forward_ser_1d),
+            "adjoint": (_adjoint_par, _adjoint_ser, _adjoint_ser_1d)}
+
+
+def _setup(kind, coef, bc, shape3, ndim, dtype, size):
+    """``(driver, scalars)``: the ``kind`` driver for ``size`` cells (parallel for large problems, serial for small
+    ones, the 1-D serial one on 1-D grids) and ``(n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2)``, the coefficients in
+    the arrays' dtype."""
+    parallel = size >= _PARALLEL_MIN_CELLS
+    key = (kind, coef, bc, shape3, ndim, dtype, parallel)
+    found = _SETUPS.get(key)
+    if found is None:
+        par, ser, ser_1d = _DRIVERS[kind]
+        driver = par if parallel else ser_1d if ndim == 1 else ser
+        found = (driver, (*shape3, ndim, *_coefficients(coef, dtype), *bc))
+        if len(_SETUPS) >= 256:
+            _SETUPS.clear()
+        _SETUPS[key] = found
+    return found
+
+
+# The arrays are contiguous: they are passed flat with ravel() (a view, cheaper than reshape(-1)), and new ones
+# come from np.empty (np.empty_like runs a Python dispatcher first).
+
+def advect_forward(d, u, coef, bc, shape3, ndim, steps, save_states, save_every=1, out=None, states=None):
     Bu, F, N = d.shape
-    out = np.empty_like(d)
-    states = np.empty((steps,) + d.shape, d.dtype) if save_states else np.empty(0, d.dtype)
-    fwd = _driver(_forward_par, _forward_ser, _forward_ser_1d, d.size, ndim)
-    c0, c1, c2 = _coefficients(coef, d.dtype)
-    n0, n1, n2 = shape3
-    b0, b1, b2 = bc
-    fwd(d.reshape(-1), u.reshape(-1), out.reshape(-1), states.reshape(-1), steps, Bu, F, n0, n1, n2, ndim,
-        c0, c1, c2, b0, b1, b2, save_states)
+    if out is None:
+        out = np.empty(d.shape, d.dtype)
+    if not save_states:
+        states = np.empty(0, d.dtype)
+    elif states is None:
+        states = np.empty(((steps + save_every - 1) // save_every,) + d.shape, d.dtype)
+    fwd, scalars = _setup("forward", coef, bc, shape3, ndim, d.dtype, d.size)
+    fwd(d.ravel(), u.ravel(), out.ravel(), states.ravel(), steps, Bu, F, *scalars, save_states, save_every)
     return out, (states if save_states else None)
 
 
-def advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u):
+def advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, gu=None):
     Bu, F, N = g.shape
-    gd = np.empty_like(g)
-    gu = np.empty_like(u) if need_u else np.empty(0, g.dtype)
-    st = states.reshape(-1) if need_u else np.empty(0, g.dtype)
-    adj = _driver(_adjoint_par, _adjoint_ser, _adjoint_ser_1d, g.size, ndim)
-    c0, c1, c2 = _coefficients(coef, g.dtype)
-    n0, n1, n2 = shape3
-    b0, b1, b2 = bc
-    adj(g.reshape(-1), st, u.reshape(-1), gd.reshape(-1), gu.reshape(-1), steps, Bu, F, n0, n1, n2, ndim,
-        c0, c1, c2, b0, b1, b2, need_d, need_u)
+    adj, scalars = _setup("adjoint", coef, bc, shape3, ndim, g.dtype, g.size)
+    nothing = np.empty(0, g.dtype)  # for the arrays a call does not use
+    # the 1-D driver writes gd only when it is wanted; the others use it as a buffer
+    gd = np.empty(g.shape, g.dtype) if need_d or adj is not _adjoint_ser_1d else nothing
+    acc_u = need_u and gu is not None
+    if not need_u:
+        gu = nothing
+    elif gu is None:
+        gu = np.empty(u.shape, u.dtype)
+    adj(g.ravel(), states.ravel() if need_u else nothing, u.ravel(), gd.ravel(), gu.ravel(), steps, Bu, F, *scalars,
+        need_d, need_u, acc_u)
     return (gd if need_d else None), (gu if need_u else None)

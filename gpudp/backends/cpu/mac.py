@@ -219,10 +219,11 @@ def _to_faces_chunk(src, oa, a, kind, w, nch, Ma, N, D, off, n, bc, chunk):
 # Work items are (system, chunk) pairs of one component; the staggered drivers run the items of all components
 # in one parallel loop, each branch calling its component's chunk loop with literal axes.
 
-def _cells_forward(q, u0, u1, u2, out, states, buf, steps, Bu, F, n0, n1, n2, b0, b1, b2, c0, c1, c2, save,
+def _cells_forward(q, u0, u1, u2, out, states, buf, steps, Bu, F, n0, n1, n2, b0, b1, b2, c0, c1, c2, save, every,
                    chunk):
-    """``steps`` steps of the ``(Bu, F, N)`` cell fields ``q`` into ``out``; with ``save``, ``states[t]`` (flat)
-    receives ``q^t``; ``buf`` is scratch of ``q``'s size when ``steps > 1`` without ``save``."""
+    """``steps`` steps of the ``(Bu, F, N)`` cell fields ``q`` into ``out``; with ``save``, ``states[t / every]``
+    (flat) receives ``q^t`` for every ``t`` divisible by ``every``; ``buf`` is scratch of ``q``'s size when
+    ``steps > 1``, unless ``save`` with ``every == 1``."""
     off = _OFF  # the variant's padding axes, a compile-time constant (see _compile)
     n0, n1 = (1 if off > 0 else n0), (1 if off > 1 else n1)
     n, bc, c = (n0, n1, n2), (b0, b1, b2), (c0, c1, c2)
@@ -238,9 +239,10 @@ def _cells_forward(q, u0, u1, u2, out, states, buf, steps, Bu, F, n0, n1, n2, b0
     for t in range(steps):
         if t == steps - 1:
             dst = out
-        elif save:
-            dst = states[(t + 1) * size:(t + 2) * size]
-        else:  # alternate between out and buf so that the last step lands in out
+        elif save and (t + 1) % every == 0:
+            s = (t + 1) // every
+            dst = states[s * size:(s + 1) * size]
+        else:  # alternate between out and buf so that the last step lands in out (never the step's input)
             dst = out if (steps - 1 - t) % 2 == 0 else buf
         for w_ in prange(Bu * F * nch):
             bf, start, end = _work(np.int64(w_), nch, chunk, N)
@@ -254,10 +256,11 @@ def _cells_forward(q, u0, u1, u2, out, states, buf, steps, Bu, F, n0, n1, n2, b0
 
 
 def _cells_adjoint(g, states, u0, u1, u2, gq, buf, gu0, gu1, gu2, steps, Bu, F, n0, n1, n2, b0, b1, b2, c0, c1, c2,
-                   need_q, need_u, chunk):
+                   need_q, need_u, acc_u, chunk):
     """The transposed steps in reverse order; ``gq`` receives the gradient of ``q^0`` (when ``need_q``), the
     ``gu`` the velocity gradient summed over fields and steps (when ``need_u``; ``states`` holds
-    ``q^0 … q^{T-1}`` then); ``buf`` is scratch of ``g``'s size when ``steps > 1``."""
+    ``q^0 … q^{T-1}`` then), overwritten by the first step unless ``acc_u``, then added to; ``buf`` is scratch
+    of ``g``'s size when ``steps > 1``."""
     off = _OFF  # the variant's padding axes, a compile-time constant (see _compile)
     n0, n1 = (1 if off > 0 else n0), (1 if off > 1 else n1)
     n, bc, c = (n0, n1, n2), (b0, b1, b2), (c0, c1, c2)
@@ -271,7 +274,7 @@ def _cells_adjoint(g, states, u0, u1, u2, gq, buf, gu0, gu1, gu2, steps, Bu, F, 
         need_g = need_q or t > 0
         dst = gq if t % 2 == 0 else buf  # alternate so that the gradient of q^0 lands in gq
         qs = states[t * size:(t + 1) * size] if need_u else g
-        accumulate = k > 0  # the first step overwrites gu, later ones add to it
+        accumulate = k > 0 or acc_u  # the first step overwrites gu unless acc_u, later ones add to it
         for w_ in prange(Bu * nch):
             b, start, end = _work(np.int64(w_), nch, chunk, N)
             x0, x1, x2 = coords(start, n1, n2)
@@ -480,30 +483,39 @@ def _face_arrays(lead, geom, dtype):
     return tuple(np.empty(lead + (geom.face_count(a),), dtype) for a in geom.axes)
 
 
-def advect_cells(q, u, dt, geom, steps, save_states):
+def advect_cells(q, u, dt, geom, steps, save_states, save_every=1, out=None, states=None):
     Bu, F, N = q.shape
     q = np.ascontiguousarray(q)
     dtype = q.dtype
-    out = np.empty_like(q)
-    states = np.empty((steps,) + q.shape, dtype) if save_states else np.empty(0, dtype)
-    buf = np.empty_like(q) if steps > 1 and not save_states else out
+    if out is None:
+        out = np.empty_like(q)
+    if not save_states:
+        states = np.empty(0, dtype)
+    elif states is None:
+        states = np.empty(((steps + save_every - 1) // save_every,) + q.shape, dtype)
+    buf = np.empty_like(q) if steps > 1 and (not save_states or save_every > 1) else out
     fn = _pick(_CELLS_FORWARD, q.size, geom)
     fn(q.reshape(-1), *_slots(u, geom.ndim, dtype), out.reshape(-1), states.reshape(-1), buf.reshape(-1), steps, Bu,
-       F, *_grid(geom), *_coef(dt, geom, dtype), save_states, CHUNK)
+       F, *_grid(geom), *_coef(dt, geom, dtype), save_states, save_every, CHUNK)
     return out, (states if save_states else None)
 
 
-def advect_cells_adjoint(g, states, u, dt, geom, steps, need_q, need_u):
+def advect_cells_adjoint(g, states, u, dt, geom, steps, need_q, need_u, gu=None):
     Bu, F, N = g.shape
     g = np.ascontiguousarray(g)
     dtype = g.dtype
     gq = np.empty_like(g) if (need_q or steps > 1) else np.empty(0, dtype)
     buf = np.empty_like(g) if steps > 1 else gq
-    gu = _face_arrays((Bu,), geom, dtype) if need_u else ()
+    acc_u = need_u and gu is not None
+    if not need_u:
+        gu = ()
+    elif gu is None:
+        gu = _face_arrays((Bu,), geom, dtype)
     st = np.ascontiguousarray(states).reshape(-1) if need_u else np.empty(0, dtype)
     fn = _pick(_CELLS_ADJOINT, g.size, geom)
     fn(g.reshape(-1), st, *_slots(u, geom.ndim, dtype), gq.reshape(-1), buf.reshape(-1),
-       *_slots(gu, geom.ndim, dtype), steps, Bu, F, *_grid(geom), *_coef(dt, geom, dtype), need_q, need_u, CHUNK)
+       *_slots(gu, geom.ndim, dtype), steps, Bu, F, *_grid(geom), *_coef(dt, geom, dtype), need_q, need_u, acc_u,
+       CHUNK)
     return (gq if need_q else None), (gu if need_u else None)
 
 

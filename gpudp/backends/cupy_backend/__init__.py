@@ -92,11 +92,13 @@ class CupyBackend(Backend):
         return cp.asnumpy(cp.abs(x).max(axis=-1).astype(cp.float64))
 
     # -- advection ----------------------------------------------------------------------------------------
-    def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states):
-        return advection.advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states)
+    def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states, save_every=1, out=None,
+                       states=None):
+        return advection.advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states, save_every, out,
+                                        states)
 
-    def advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u):
-        return advection.advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u)
+    def advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, gu=None):
+        return advection.advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, gu)
 
     # -- staggered differences and the Poisson solve ------------------------------------------------------
     def stag_divergence(self, faces, inv_dx, bc, shape3, ndim):
@@ -120,11 +122,11 @@ class CupyBackend(Backend):
                                 preconditioner, check_every)
 
     # -- MAC (staggered) advection and interpolation (mac.py, kernels/mac.cu) ------------------------------
-    def mac_advect_cells(self, q, u, dt, geom, steps, save_states):
-        return mac.advect_cells(self, q, u, dt, geom, steps, save_states)
+    def mac_advect_cells(self, q, u, dt, geom, steps, save_states, save_every=1, out=None, states=None):
+        return mac.advect_cells(self, q, u, dt, geom, steps, save_states, save_every, out, states)
 
-    def mac_advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u):
-        return mac.advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u)
+    def mac_advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u, gu=None):
+        return mac.advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u, gu)
 
     def mac_advect_faces(self, q, u, dt, geom):
         return mac.advect_faces(self, q, u, dt, geom)

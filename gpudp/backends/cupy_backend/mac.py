@@ -6,9 +6,10 @@ pointer per padded axis, padding axes getting a stand-in that is never read.
 
 ``steps > 1`` for a cell-centred field launches one kernel per step on the current stream and never
 synchronises with the host: the forward pass ping-pongs between two buffers (the last step lands in the
-output) and, when asked, the forward kernel itself copies each step's input state into ``states[t]``; the
-adjoint runs the transposed steps in reverse order the same way: per step, ``mac_cells_adjoint_u`` adds the
-step's velocity gradient into ``gu`` (when asked) and ``mac_cells_adjoint_q`` writes the gradient of the step's
+output) and, when asked, the forward kernel itself copies each saved step's input state into its slot of
+``states`` (every step, or every ``save_every``-th for checkpoints); the adjoint runs the transposed steps in
+reverse order the same way: per step, ``mac_cells_adjoint_u`` adds the step's velocity gradient into ``gu``
+(when asked: zeros, or the array a checkpointed backward pass carries from segment to segment) and ``mac_cells_adjoint_q`` writes the gradient of the step's
 input into the other buffer (skipped for the first step's input when ``q`` needs no gradient).
 """
 from __future__ import annotations
@@ -52,13 +53,17 @@ def _empty_faces(cp, lead, geom, dtype):
 
 # -- cell-centred fields ------------------------------------------------------------------------------------
 
-def advect_cells(be, q, u, dt, geom, steps, save_states):
+def advect_cells(be, q, u, dt, geom, steps, save_states, save_every=1, out=None, states=None):
     cp = be.cp
     q = cp.ascontiguousarray(q)
     u = _contiguous(cp, u)
     Bu, F, N = q.shape
-    out = cp.empty_like(q)
-    states = cp.empty((steps,) + q.shape, q.dtype) if save_states else None
+    if out is None:
+        out = cp.empty_like(q)
+    if not save_states:
+        states = None
+    elif states is None:
+        states = cp.empty(((steps + save_every - 1) // save_every,) + q.shape, q.dtype)
     if steps == 0:
         out[...] = q
         return out, states
@@ -68,19 +73,22 @@ def advect_cells(be, q, u, dt, geom, steps, save_states):
     src = q
     for t in range(steps):
         dst = out if (steps - 1 - t) % 2 == 0 else buf   # the last step writes ``out``
-        save = states[t] if save_states else dst          # not written when do_save == 0
-        be.launch(_FILE, "mac_cells_forward", q.dtype, grid,
-                  (src, dst, save, np.int32(1 if save_states else 0), *rest))
+        keep = save_states and t % save_every == 0        # the step's input is q^t of a saved slot
+        save = states[t // save_every] if keep else dst   # not written when do_save == 0
+        be.launch(_FILE, "mac_cells_forward", q.dtype, grid, (src, dst, save, np.int32(1 if keep else 0), *rest))
         src = dst
     return out, states
 
 
-def advect_cells_adjoint(be, g, states, u, dt, geom, steps, need_q, need_u):
+def advect_cells_adjoint(be, g, states, u, dt, geom, steps, need_q, need_u, gu=None):
     cp = be.cp
     g = cp.ascontiguousarray(g)
     u = _contiguous(cp, u)
     Bu, F, N = g.shape
-    gu = tuple(cp.zeros_like(c) for c in u) if need_u else None
+    if need_u and gu is None:
+        gu = tuple(cp.zeros_like(c) for c in u)  # every step adds to gu: a given one accumulates all of them
+    elif not need_u:
+        gu = None
     if steps == 0:
         return (g.copy() if need_q else None), gu
     if need_u:

@@ -149,11 +149,13 @@ class NumbaCudaBackend(Backend):
             kernel[griddim, blockdim, stream](*args)
 
     # -- advection ----------------------------------------------------------------------------------------
-    def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states):
-        return advection.advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states)
+    def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states, save_every=1, out=None,
+                       states=None):
+        return advection.advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states, save_every, out,
+                                        states)
 
-    def advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u):
-        return advection.advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u)
+    def advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, gu=None):
+        return advection.advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, gu)
 
     # -- staggered differences and the Poisson solve -------------------------------------------------------
     def stag_divergence(self, faces, inv_dx, bc, shape3, ndim):
@@ -176,13 +178,13 @@ class NumbaCudaBackend(Backend):
                                 check_every)
 
     # -- MAC advection and interpolation (gpudp.ops.mac; kernels in mac.py) ---------------------------------
-    def mac_advect_cells(self, q, u, dt, geom, steps, save_states):
+    def mac_advect_cells(self, q, u, dt, geom, steps, save_states, save_every=1, out=None, states=None):
         from . import mac
-        return mac.advect_cells(self, q, u, dt, geom, steps, save_states)
+        return mac.advect_cells(self, q, u, dt, geom, steps, save_states, save_every, out, states)
 
-    def mac_advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u):
+    def mac_advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u, gu=None):
         from . import mac
-        return mac.advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u)
+        return mac.advect_cells_adjoint(self, g, states, u, dt, geom, steps, need_q, need_u, gu)
 
     def mac_advect_faces(self, q, u, dt, geom):
         from . import mac

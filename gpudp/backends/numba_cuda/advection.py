@@ -153,37 +153,43 @@ def _scalars(dtype, coef, bc, shape3, ndim):
     return (*(int(n) for n in shape3), int(ndim), *(t(c) for c in coef), *(int(b) for b in bc), t(0))
 
 
-def advect_forward(be, d, u, coef, bc, shape3, ndim, steps, save_states):
+def advect_forward(be, d, u, coef, bc, shape3, ndim, steps, save_states, save_every=1, out=None, states=None):
     Bu, F, N = d.shape
     size = Bu * F * N
-    out = be.empty((Bu, F, N), d.dtype)
-    states = be.empty((steps, Bu, F, N), d.dtype) if save_states else None
+    n_saved = (steps + save_every - 1) // save_every
+    if out is None:
+        out = be.empty((Bu, F, N), d.dtype)
+    if not save_states:
+        states = None
+    elif states is None:
+        states = be.empty((n_saved, Bu, F, N), d.dtype)
     tail = _scalars(d.dtype, coef, bc, shape3, ndim)
     dd, ud, od = be.dev(d), be.dev(u), be.dev(out)
-    sd = be.dev(states).reshape(steps, size) if save_states else None
-    buf = be.dev(be.empty((size,), d.dtype)) if (steps > 1 and not save_states) else None
+    sd = be.dev(states).reshape(n_saved, size) if save_states else None
+    buf = be.dev(be.empty((size,), d.dtype)) if (steps > 1 and (not save_states or save_every > 1)) else None
     nb = blocks_for(size)
     src = dd
     for t in range(steps):
-        last = t == steps - 1
-        if save_states:
-            # the state of step t+1 is written straight into its slot; step 0 also keeps d^0
-            dst = od if last else sd[t + 1]
-            keep, do_keep = (sd[0], True) if t == 0 else (dst, False)
-        else:
+        if save_states and t < steps - 1 and (t + 1) % save_every == 0:
+            dst = sd[(t + 1) // save_every]  # a saved state is written straight into its slot
+        else:  # alternate so that the last step lands in out (never the step's input)
             dst = od if (steps - 1 - t) % 2 == 0 else buf
-            keep, do_keep = dst, False
+        # step 0 also keeps d^0
+        keep, do_keep = (sd[0], True) if (save_states and t == 0) else (dst, False)
         be.launch("advect_forward", _forward_kernel, nb, (src, dst, keep, do_keep, ud, F, N) + tail)
         src = dst
     return out, states
 
 
-def advect_adjoint(be, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u):
+def advect_adjoint(be, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, gu=None):
     Bu, F, N = g.shape
     size = Bu * F * N
     tail = _scalars(g.dtype, coef, bc, shape3, ndim)
     gd = be.empty((Bu, F, N), g.dtype) if (need_d or steps > 1) else None
-    gu = be.zeros(u.shape, u.dtype) if need_u else None
+    if need_u and gu is None:
+        gu = be.zeros(u.shape, u.dtype)  # every step adds to gu: a given one accumulates all of them
+    elif not need_u:
+        gu = None
     gdd = be.dev(gd) if gd is not None else None
     buf = be.dev(be.empty((size,), g.dtype)) if steps > 1 else None
     ud = be.dev(u)

@@ -218,34 +218,39 @@ def _face_arrays(be, lead, geom, dtype):
     return tuple(be.empty(lead + (geom.face_count(a),), dtype) for a in geom.axes)
 
 
-def advect_cells(be, q, u, dt, geom, steps, save_states):
+def advect_cells(be, q, u, dt, geom, steps, save_states, save_every=1, out=None, states=None):
     q = be.ascontiguous(q)
     Bu, F, N = q.shape
     size = Bu * F * N
     dtype = q.dtype
     off = 3 - geom.ndim
-    out = be.empty((Bu, F, N), dtype)
-    states = be.empty((steps, Bu, F, N), dtype) if save_states else None
+    n_saved = (steps + save_every - 1) // save_every
+    if out is None:
+        out = be.empty((Bu, F, N), dtype)
+    if not save_states:
+        states = None
+    elif states is None:
+        states = be.empty((n_saved, Bu, F, N), dtype)
     qd, od = be.dev(q), be.dev(out)
-    sd = be.dev(states).reshape(steps, size) if save_states else None
-    buf = be.dev(be.empty((size,), dtype)) if (steps > 1 and not save_states) else None
+    sd = be.dev(states).reshape(n_saved, size) if save_states else None
+    buf = be.dev(be.empty((size,), dtype)) if (steps > 1 and (not save_states or save_every > 1)) else None
     ud = _slots(be, [be.ascontiguous(x) for x in u], geom.ndim, od)
     tail = (Bu, F, *_grid(geom), *_coef(dt, geom, dtype), off)
     nb = blocks_for(size)
     src = qd
     for t in range(steps):
-        if save_states:  # step t+1's state is written into its slot; the first step also keeps q^0
-            dst = od if t == steps - 1 else sd[t + 1]
-            keep, do_keep = (sd[0], True) if t == 0 else (dst, False)
-        else:
+        if save_states and t < steps - 1 and (t + 1) % save_every == 0:
+            dst = sd[(t + 1) // save_every]  # a saved state is written straight into its slot
+        else:  # alternate so that the last step lands in out (never the step's input)
             dst = od if (steps - 1 - t) % 2 == 0 else buf
-            keep, do_keep = dst, False
+        # the first step also keeps q^0
+        keep, do_keep = (sd[0], True) if (save_states and t == 0) else (dst, False)
         be.launch("mac_cells_forward", _cells_forward_kernel, nb, (src, dst, keep, do_keep, *ud) + tail)
         src = dst
     return out, states
 
 
-def advect_cells_adjoint(be, g, states, u, dt, geom, steps, need_q, need_u):
+def advect_cells_adjoint(be, g, states, u, dt, geom, steps, need_q, need_u, gu=None):
     g = be.ascontiguous(g)
     Bu, F, N = g.shape
     size = Bu * F * N
@@ -256,7 +261,11 @@ def advect_cells_adjoint(be, g, states, u, dt, geom, steps, need_q, need_u):
     buf = be.dev(be.empty((size,), dtype)) if steps > 1 else None
     gd = be.dev(g)
     ud = _slots(be, [be.ascontiguous(x) for x in u], geom.ndim, gd)
-    gu = _face_arrays(be, (Bu,), geom, dtype) if need_u else None
+    acc_u = need_u and gu is not None  # add every step to the given gu (else the first step overwrites)
+    if not need_u:
+        gu = None
+    elif gu is None:
+        gu = _face_arrays(be, (Bu,), geom, dtype)
     sd = be.dev(be.ascontiguous(states)).reshape(steps, size) if need_u else None
     gqd = be.dev(gq) if gq is not None else None
     cur = gd
@@ -265,7 +274,7 @@ def advect_cells_adjoint(be, g, states, u, dt, geom, steps, need_q, need_u):
         if need_u:  # reads the step's output gradient before the q-adjoint of this step moves on
             for j, a in enumerate(geom.axes):
                 be.launch("mac_cells_adjoint_u", _cells_adjoint_u_kernel, blocks_for(gu[j].size),
-                          (cur, sd[t], ud[a], be.dev(gu[j]), a, k > 0, Bu, F) + grid + (coef[a],))
+                          (cur, sd[t], ud[a], be.dev(gu[j]), a, k > 0 or acc_u, Bu, F) + grid + (coef[a],))
         if need_q or t > 0:
             dst = gqd if t % 2 == 0 else buf  # the gradient of q^0 lands in gq
             be.launch("mac_cells_adjoint_q", _cells_adjoint_q_kernel, blocks_for(size),

@@ -67,6 +67,11 @@ class Tensor:
         self._uid = next(_uid)
         self._node = None  # True when produced by a recorded operator
 
+    def __reduce__(self):
+        """Pickle the data and ``requires_grad`` only, as PyTorch does: the copy is a new leaf tensor, on no
+        tape, without ``grad`` (a tape and its saved arrays never travel to another process)."""
+        return (Tensor, (self._data, self.requires_grad))
+
     # -- data and in-place changes ----------------------------------------------------------------------
     @property
     def data(self):

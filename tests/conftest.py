@@ -6,6 +6,7 @@ skipped with the reason :func:`gpudp.available_backends` gives, so the plain run
 a backend named in ``GPUDP_REQUIRE_BACKENDS`` fails instead of skipping.
 Tests that do not ask for ``backend`` run on the ``cpu`` backend whatever ``auto`` would pick.
 """
+import collections
 import os
 
 import numpy as np
@@ -95,3 +96,24 @@ def backend(request):
         pytest.skip(f"backend {name!r} is not available here: {info.reason}")
     with gpudp.use_backend(name) as impl:
         yield BackendHarness(name, impl)
+
+
+# -- the skip summary: one line per reason with a count ------------------------------------------------------
+
+def _skip_reason(report):
+    """The reason of a skipped test's report, without pytest's ``Skipped: `` prefix and without its location."""
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Summarise the skipped tests by reason (a line each, most frequent first) instead of pytest's ``-rs``
+    listing, which prints a line per test location."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if getattr(r, "longrepr", None) is not None]
+    if not skipped:
+        return
+    counts = collections.Counter(_skip_reason(r) for r in skipped)
+    terminalreporter.section(f"{len(skipped)} skipped, by reason", sep="-")
+    for reason, n in counts.most_common():
+        terminalreporter.line(f"{n:6d}  {reason}")

@@ -406,3 +406,45 @@ def test_cg_maxiter_and_float32(be):
     assert x32.dtype == np.float32 and res32 <= 1e-5
     Lm = M.laplace_matrix(shape, grid.spacing, boundary)
     assert rel_err(be.to_numpy(x32), _dense_solution(Lm, b, False)) <= 1e-4
+
+
+# -- the simulator's shared memory ---------------------------------------------------------------------------
+
+@pytest.mark.skipif(not SIM, reason="a property of Numba's CUDA simulator")
+def test_simulator_shared_arrays_are_one_per_call_site_under_contention(be):
+    """Threads that reach one ``cuda.shared.array`` line together get one array (the block reductions rely on
+    it); another line gets another array, and a new launch gets fresh ones."""
+    from numba import float64
+    from numba.cuda.simulator import kernelapi
+
+    assert getattr(kernelapi.FakeCUDAShared.array, "_gpudp_locked", False)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: without the lock about one round in five splits
+    try:
+        _contend_for_shared_arrays(kernelapi, float64)
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def _contend_for_shared_arrays(kernelapi, float64):
+    import threading
+
+    for _ in range(50):
+        shared = kernelapi.FakeCUDAShared(0)
+        barrier = threading.Barrier(8)
+        got = [None] * 8
+
+        def thread(k):
+            barrier.wait()
+            got[k] = shared.array((4, 8), float64)
+
+        threads = [threading.Thread(target=thread, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(a is got[0] for a in got)
+        assert got[0].shape == (4, 8) and got[0].dtype == np.float64
+    other = shared.array((4, 8), float64)
+    assert other is not got[0]
+    assert kernelapi.FakeCUDAShared(0).array((4, 8), np.float32) is not got[0]

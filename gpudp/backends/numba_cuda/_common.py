@@ -8,11 +8,57 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import threading
 
+import numpy as np
 from numba import cuda, float64
 
 #: True when the kernels run under Numba's CUDA simulator (threads are Python threads there).
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+
+def _lock_simulator_shared_arrays():
+    """Make the simulator's ``cuda.shared.array`` allocation atomic.
+
+    The simulator runs a block's threads as Python threads and gives every ``cuda.shared.array`` call site
+    one NumPy array per launch, created by the first thread that reaches it. In numba-cuda 0.30 that
+    check-then-create is not locked: two threads can each create an array, and then they write their partial
+    sums to different "shared" memory, so block reductions come out wrong at random (a solve that stalls
+    or converges to the wrong answer once in many runs). This replaces the allocation with the same scheme
+    under a lock: one array per call site (file and line) per launch, dynamic shared memory (shape 0) as a
+    view of the launch's buffer. Idempotent; only installed under the simulator.
+    """
+    from numba.cuda.simulator import kernelapi
+
+    cls = kernelapi.FakeCUDAShared
+    if getattr(cls.array, "_gpudp_locked", False):
+        return
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None:
+            raise RuntimeError("Array alignment is not supported in cudasim")
+        if not isinstance(dtype, np.dtype):  # a Numba type (float64, int32, …) as the kernels pass it
+            dtype = kernelapi.numpy_support.as_dtype(dtype) if isinstance(dtype, kernelapi.types.Type) \
+                else np.dtype(dtype)
+        if shape == 0:
+            return np.frombuffer(self._dynshared.data, dtype=dtype, count=self._dynshared_size // dtype.itemsize)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with lock:
+            res = self._allocations.get(key)
+            if res is None:
+                res = self._allocations[key] = np.empty(shape, dtype)
+        return res
+
+    array._gpudp_locked = True
+    cls.array = array
+
+
+if SIMULATOR:
+    _lock_simulator_shared_arrays()
 
 #: Threads per block (a power of two: the block reductions halve it). The simulator runs every thread as a
 #: Python thread, so there it gets few small blocks (still several, so grid-stride loops and multi-block

@@ -7,7 +7,7 @@ Backends: ``cupy`` (CUDA C kernels), ``numba-cuda`` (Numba CUDA kernels) and ``c
 from .backends import (BackendInfo, available_backends, current_backend_name, get_backend, set_backend,
                        use_backend)
 from .checkpointing import RolloutInfo, checkpoint, revolve_counts, rollout
-from .errors import (BackendError, GpudpError, GradcheckError, GridError, ShapeError, SolveError,
+from .errors import (BackendError, GpudpError, GradcheckError, GridError, ProblemError, ShapeError, SolveError,
                      StabilityError, TapeError)
 from .functional import value_and_grad, vjp
 from .gradcheck import gradcheck
@@ -37,8 +37,8 @@ def to_numpy(x):
 
 
 __all__ = [
-    "BackendError", "BackendInfo", "GpudpError", "GradcheckError", "Grid", "GridError", "Operator", "ShapeError",
-    "RolloutInfo", "SolveError", "SolveInfo", "StabilityError", "Tape", "TapeError", "Tensor", "advect_mac", "advect_upwind",
+    "BackendError", "BackendInfo", "GpudpError", "GradcheckError", "Grid", "GridError", "Operator", "ProblemError",
+    "ShapeError", "RolloutInfo", "SolveError", "SolveInfo", "StabilityError", "Tape", "TapeError", "Tensor", "advect_mac", "advect_upwind",
     "asarray", "at_centers", "at_faces", "available_backends", "checkpoint", "current_backend_name", "divergence", "get_backend",
     "gradcheck", "l2_loss", "laplace", "last_solve_info", "mse", "poisson_solve", "project", "revolve_counts", "rollout", "set_backend",
     "spatial_gradient", "tensor", "to_numpy", "use_backend", "value_and_grad", "vjp",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m gpudp info | demo [advection|pressure|smoke|learn] | bench``."""
+"""Command line: ``python -m gpudp info | demo [advection|pressure|smoke|learn|many] | bench``."""
 from __future__ import annotations
 
 import argparse
@@ -64,7 +64,7 @@ def main(argv=None):
     p.set_defaults(func=_info)
     p = sub.add_parser("demo", help="run the demos (default: all)")
     p.add_argument("which", nargs="*", default=[],
-                   help="advection, pressure, smoke, learn (default: advection pressure smoke)")
+                   help="advection, pressure, smoke, learn, many (default: advection pressure smoke)")
     p.add_argument("--out", default=None, help="folder for the figures (default: ./gpudp-output)")
     p.add_argument("--backend", default=None, help="backend to use (default: the active one, normally auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -35,6 +35,14 @@ class SolveError(GpudpError, RuntimeError):
         self.residual = residual
 
 
+class ProblemError(GpudpError, RuntimeError):
+    """Problems of a batched run failed (:mod:`gpudp.dask`). Carries ``errors``: ``{problem index: exception}``."""
+
+    def __init__(self, message, errors=None):
+        super().__init__(message)
+        self.errors = dict(errors or {})
+
+
 class TapeError(GpudpError, RuntimeError):
     """The tape was misused: backward twice, a non-scalar loss without a seed, a tensor modified in place
     after it was recorded, nested tapes."""

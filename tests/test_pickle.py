@@ -104,6 +104,14 @@ def test_solve_error_keeps_its_attributes():
     assert (copy.iterations, copy.residual, str(copy)) == (123, 4.5e-3, str(err))
 
 
+def test_problem_error_keeps_the_errors_by_index():
+    inner = errors.StabilityError("advect_upwind: CFL number 8 exceeds 1")
+    err = errors.ProblemError("1 of 24 problems failed", {13: inner})
+    copy = roundtrip(err)
+    assert str(copy) == str(err) and list(copy.errors) == [13]
+    assert type(copy.errors[13]) is errors.StabilityError and str(copy.errors[13]) == str(inner)
+
+
 def test_solve_error_from_a_solver_roundtrips():
     grid = gpudp.Grid((16, 16), spacing=1 / 16, boundary="dirichlet")
     b = np.random.default_rng(2).standard_normal((16, 16))

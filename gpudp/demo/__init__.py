@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import pathlib
 
-DEMOS = ("advection", "pressure", "smoke", "learn")
+DEMOS = ("advection", "pressure", "smoke", "learn", "many")
 DEFAULT = ("advection", "pressure", "smoke")
 
 

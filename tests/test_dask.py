@@ -185,3 +185,15 @@ def test_bad_inputs_raise_clear_errors():
     before = d0.copy()
     gd.run_batch(_rollout, d0, np.full((2, 1, 8), 0.1), grid=grid, dt=0.01, steps=1)
     assert np.array_equal(d0, before)  # inputs are never modified
+
+
+def test_many_demo_runs_and_reports(tmp_path, capsys):
+    cfg = _config()
+    cfg.problems, cfg.iterations = 16, 2
+    out = many.run(tmp_path, quiet=True, config=cfg)
+    text = capsys.readouterr().out
+    assert out["bitwise"] is True and out["problems"] == 16 and out["workers"] == 2
+    assert out["loss_after"] < out["loss_before"]  # two descent steps reduce the mean loss
+    assert out["overhead"] == pytest.approx(out["seconds_dask"] / out["seconds_serial"])
+    assert "results bitwise equal to the single process: True" in text and "cluster overhead" in text
+    assert (tmp_path / "many_losses.png").stat().st_size > 0

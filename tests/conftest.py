@@ -85,10 +85,9 @@ def _cpu_by_default():
         yield
 
 
-@pytest.fixture(params=BACKEND_PARAMS)
-def backend(request):
-    """Activate one backend for the test (``gpudp.use_backend``) and hand over a :class:`BackendHarness`."""
-    name = request.param
+def activate_backend(name):
+    """Generator for backend fixtures: skip (or, for a backend in ``GPUDP_REQUIRE_BACKENDS``, fail) when
+    ``name`` cannot run here, else activate it and yield its :class:`BackendHarness`."""
     info = gpudp.available_backends()[name]
     if not info.available:
         if name in REQUIRED_BACKENDS:
@@ -96,6 +95,12 @@ def backend(request):
         pytest.skip(f"backend {name!r} is not available here: {info.reason}")
     with gpudp.use_backend(name) as impl:
         yield BackendHarness(name, impl)
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend(request):
+    """Activate one backend for the test (``gpudp.use_backend``) and hand over a :class:`BackendHarness`."""
+    yield from activate_backend(request.param)
 
 
 # -- the skip summary: one line per reason with a count ------------------------------------------------------

@@ -21,7 +21,7 @@ from gpudp.ops import masked_cg, multigrid
 from gpudp.ops.obstacles import obstacle_facts
 
 import reference_mac as R
-from conftest import BACKEND_PARAMS, REQUIRED_BACKENDS, BackendHarness
+from conftest import BACKEND_PARAMS, BackendHarness, activate_backend
 
 P, D, N = "periodic", "dirichlet", "neumann"
 KINDS = (P, D, N)
@@ -126,13 +126,7 @@ def backend(request, monkeypatch):
             assert active is impl
             yield BackendHarness("cupy", impl)
         return
-    info = gpudp.available_backends()[name]
-    if not info.available:
-        if name in REQUIRED_BACKENDS:
-            pytest.fail(f"backend {name!r} is required (GPUDP_REQUIRE_BACKENDS) but unavailable: {info.reason}")
-        pytest.skip(f"backend {name!r} is not available here: {info.reason}")
-    with gpudp.use_backend(name) as impl:
-        yield BackendHarness(name, impl)
+    yield from activate_backend(name)
 
 
 def case_grid(backend, shape, boundary, seed=0):

@@ -24,7 +24,7 @@ def _demo(args):
     from .demo import run_demos
     return run_demos(args.which, out=args.out, backend=args.backend, quiet=args.quiet, tol=args.tol,
                      steps=args.steps, checkpoints=args.checkpoints, iterations=args.iterations,
-                     memory_budget=args.memory_budget)
+                     memory_budget=args.memory_budget, train_steps=args.train_steps, batch=args.batch)
 
 
 def _at_least(minimum):
@@ -86,6 +86,16 @@ def main(argv=None):
     g.add_argument("--memory-budget", type=_mebibytes, default=None, metavar="MiB",
                    help="a memory budget in MiB, only reported: against the peak tape memory and, with "
                         "--checkpoints, against what storing every step would need")
+    g = p.add_argument_group(
+        "learn demo",
+        "under torchrun the learn demo trains under DistributedDataParallel, e.g. `torchrun --standalone "
+        "--nproc-per-node 2 -m gpudp demo learn`: each process trains on its share of every minibatch, rank 0 "
+        "reports")
+    g.add_argument("--train-steps", type=_at_least(1), default=None, metavar="N",
+                   help="training steps of the learn demo (default 1000)")
+    g.add_argument("--batch", type=_at_least(1), default=None, metavar="B",
+                   help="problems per minibatch of the learn demo, in all processes together (default 64; "
+                        "under torchrun a multiple of the number of processes)")
     p.set_defaults(func=_demo)
     p = sub.add_parser("bench", help="run the benchmark suite (same as python -m benchmarks)")
     p.add_argument("rest", nargs=argparse.REMAINDER)

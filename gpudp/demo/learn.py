@@ -11,6 +11,11 @@ rollout (``u`` of shape ``(B, 1, N)``, ``d`` of shape ``(B, N)``) handles a whol
 On held-out problems it reports the loss of the network's prediction against the guess ``u = mean`` (the
 family's mean velocity) and against per-problem gradient descent from that guess with a budget of solver
 calls (one call = one rollout and its adjoint), among them the network's own budget at inference: one call.
+
+Under ``torchrun`` (``torchrun --standalone --nproc-per-node 2 -m gpudp demo learn``) the training runs under
+PyTorch's ``DistributedDataParallel``: every process draws the same global minibatch and trains on its
+contiguous share of it (:func:`shard`, :func:`train_steps`), so the averaged gradients are the single-process
+run's; rank 0 alone evaluates, prints and writes the figures.
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ class Config:
     width: tuple = (0.05, 0.12)   # Gaussian width range of d0
     n_train: int = 4096
     n_test: int = 256
-    batch: int = 64
+    batch: int = 64               # problems per minibatch (under torchrun: split over the processes)
     train_steps: int = 1000
     lr: float = 3e-3
     channels: int = 32
@@ -144,16 +149,176 @@ def make_network(cfg):
     return VelocityNet()
 
 
-# -- the run ---------------------------------------------------------------------------------------------
+# -- training: one process, or one of several under DistributedDataParallel --------------------------------
 
-def train(cfg, grid, train_set, test_set, quiet=False):
-    """Train the network through gpudp; returns ``(net, history, (seconds, CPU seconds) per step)``."""
+GPU_BACKENDS = ("cupy", "numba-cuda")
+
+
+@dataclasses.dataclass(frozen=True)
+class Distributed:
+    """This process's place in a ``torchrun`` job: ``rank`` of ``world`` processes in all, ``local_rank`` of
+    ``local_world`` on its machine."""
+
+    rank: int
+    world: int
+    local_rank: int
+    local_world: int
+
+
+def torchrun_env(environ=None):
+    """The :class:`Distributed` place that ``torchrun`` gave this process, read from ``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE`` (default: ``WORLD_SIZE``) in ``environ`` (default ``os.environ``);
+    ``None`` when none of the first three is set: a plain single-process run. Raises ``ValueError`` when only
+    some are set or their values do not fit together."""
+    environ = os.environ if environ is None else environ
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+    present = [k for k in names if k in environ]
+    if not present:
+        return None
+    if len(present) < len(names):
+        missing = [k for k in names if k not in environ]
+        raise ValueError(f"learn: {', '.join(present)} set but {', '.join(missing)} not; a distributed run "
+                         f"needs all of RANK, WORLD_SIZE and LOCAL_RANK (torchrun sets them)")
+    values = []
+    for k in names + ("LOCAL_WORLD_SIZE",):
+        text = environ.get(k, environ["WORLD_SIZE"])
+        try:
+            values.append(int(text))
+        except ValueError:
+            raise ValueError(f"learn: environment variable {k}={text!r} is not an integer") from None
+    rank, world, local_rank, local_world = values
+    if not (0 <= rank < world and 0 <= local_rank < local_world <= world):
+        raise ValueError(f"learn: RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local_rank}, "
+                         f"LOCAL_WORLD_SIZE={local_world} do not fit together; expected 0 <= RANK < WORLD_SIZE "
+                         f"and 0 <= LOCAL_RANK < LOCAL_WORLD_SIZE <= WORLD_SIZE")
+    return Distributed(rank, world, local_rank, local_world)
+
+
+def shard(batch, rank, world):
+    """The part of a global minibatch of ``batch`` problems that process ``rank`` of ``world`` trains on: the
+    contiguous slice ``[rank·b, (rank + 1)·b)`` of the drawn indices, ``b = batch / world``. Raises
+    ``ValueError`` unless ``world`` divides ``batch``."""
+    if not 0 <= rank < world:
+        raise ValueError(f"learn: rank {rank} is not among the {world} processes (expected 0 <= rank < {world})")
+    if batch < 1 or batch % world:
+        lower = batch // world * world
+        fits = f"{lower} or {lower + world}" if lower > 0 else f"{world}"
+        raise ValueError(f"learn: the global batch of {batch} problems does not split evenly over {world} "
+                         f"processes (WORLD_SIZE={world}); expected a multiple of {world}, e.g. {fits}")
+    b = batch // world
+    return slice(rank * b, (rank + 1) * b)
+
+
+def use_local_gpu(local_rank):
+    """Make CUDA device ``local_rank`` the current one of PyTorch, CuPy and Numba: one GPU per process. Call it
+    before gpudp picks its backend (the backend probe opens a CUDA context on the current device)."""
     import torch
+
+    count = torch.cuda.device_count()
+    if not 0 <= local_rank < count:
+        raise ValueError(f"learn: LOCAL_RANK={local_rank} but PyTorch sees {count} CUDA device(s) on this machine; "
+                         f"expected one GPU per process (torchrun --nproc-per-node {max(count, 1)} or fewer), or the "
+                         f"cpu backend (--backend cpu)")
+    torch.cuda.set_device(local_rank)
+    try:
+        import cupy
+    except Exception:  # no CuPy, or a broken one: the backend probe says why
+        cupy = None
+    if cupy is not None:
+        cupy.cuda.Device(local_rank).use()
+    try:
+        from numba import cuda
+    except Exception:
+        return
+    if cuda.is_available():
+        try:
+            cuda.select_device(local_rank)
+        except RuntimeError as exc:  # Numba already holds a context on another device
+            if cuda.get_current_device().id != local_rank:
+                raise gpudp.BackendError(f"learn: Numba already uses CUDA device {cuda.get_current_device().id}, "
+                                         f"not this process's device {local_rank} ({exc}); select the device "
+                                         f"before any CUDA work") from None
+
+
+def training_device(local_rank=None):
+    """The torch device the network trains on: the CPU on gpudp's ``cpu`` backend; on a GPU backend CUDA
+    device ``local_rank`` (made current with :func:`use_local_gpu`), or PyTorch's current one when
+    ``local_rank`` is None."""
+    import torch
+
+    name = gpudp.get_backend().name
+    if name not in GPU_BACKENDS:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise gpudp.BackendError(f"learn: gpudp's backend {name!r} computes on the GPU but PyTorch "
+                                 f"{torch.__version__} sees no CUDA device; install a CUDA build of PyTorch, "
+                                 f"or select the cpu backend (--backend cpu)")
+    if local_rank is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    use_local_gpu(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def init_distributed(env):
+    """Join the ``torchrun`` job's process group (``init_method="env://"``: ``MASTER_ADDR``, ``MASTER_PORT``):
+    backend ``nccl`` with GPU ``env.local_rank`` when gpudp's active backend is a GPU one, else ``gloo``.
+    Returns ``(device, joined)``: the torch device to train on, and whether this call created the group
+    (False when it already existed; then its rank and size must match ``env``)."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise RuntimeError("learn: this PyTorch build has no torch.distributed; it is needed to train under "
+                           "torchrun")
+    device = training_device(env.local_rank)
+    if dist.is_initialized():
+        if (dist.get_rank(), dist.get_world_size()) != (env.rank, env.world):
+            raise RuntimeError(f"learn: the existing process group has rank {dist.get_rank()} of "
+                               f"{dist.get_world_size()}, but the environment says RANK={env.rank}, "
+                               f"WORLD_SIZE={env.world}")
+        return device, False
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=env.rank, world_size=env.world)
+    return device, True
+
+
+@dataclasses.dataclass
+class Trainer:
+    """A training run's state (:func:`make_trainer`), advanced by :func:`train_steps`."""
+
+    cfg: Config
+    net: object         # the network
+    model: object       # what runs the forward pass: DistributedDataParallel(net), or net in a single process
+    opt: object         # Adam
+    sched: object       # one-cycle learning rate over cfg.train_steps steps
+    loss: object        # the summed rollout l2_loss, a torch function through gpudp.torch.wrap
+    gen: object         # the minibatch draws: the same stream in every process
+    rank: int = 0
+    world: int = 1
+    step: int = 0       # steps taken
+
+
+def make_trainer(cfg, grid, device=None):
+    """The network (initialised from ``cfg.seed``), its optimiser and the minibatch stream, on ``device``
+    (default: the CPU).
+
+    When a ``torch.distributed`` process group is initialised, the network is wrapped in
+    ``DistributedDataParallel`` and this process trains on its :func:`shard` of every global minibatch of
+    ``cfg.batch`` problems (``ValueError`` unless the group's size divides it)."""
+    import torch
+    import torch.distributed as dist
     from gpudp.torch import wrap
 
+    grouped = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if grouped else (0, 1)
+    shard(cfg.batch, rank, world)
     torch.manual_seed(cfg.seed)
-    dtype = getattr(torch, cfg.dtype)
-    net = make_network(cfg).to(dtype)
+    net = make_network(cfg).to(getattr(torch, cfg.dtype))
+    if device is not None:
+        net = net.to(device)
+    model = net
+    if grouped:
+        from torch.nn.parallel import DistributedDataParallel
+        cuda = device is not None and device.type == "cuda"
+        model = DistributedDataParallel(net, device_ids=[device] if cuda else None)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.train_steps,
                                                 pct_start=0.1)
@@ -161,40 +326,95 @@ def train(cfg, grid, train_set, test_set, quiet=False):
     def rollout_loss(d0, u, target):  # l2_loss summed over the minibatch, one batched rollout
         return gpudp.l2_loss(gpudp.advect_upwind(d0, u, cfg.dt, grid, steps=cfg.steps), target)
 
-    solver_loss = wrap(rollout_loss)
-    d0_all, _, tgt_all = (torch.from_numpy(a) for a in train_set)
-    d0_test, _, tgt_test = (torch.from_numpy(a) for a in test_set)
-    gen = np.random.default_rng(cfg.seed + 1)
+    return Trainer(cfg, net, model, opt, sched, wrap(rollout_loss), np.random.default_rng(cfg.seed + 1),
+                   rank, world)
+
+
+def train_steps(trainer, data, steps):
+    """Take ``steps`` training steps on ``data = (d0, target)``, torch tensors of all training problems on the
+    training device. Returns each step's loss: the mean ``l2_loss`` per problem of the global minibatch.
+
+    Every step draws a global minibatch of ``cfg.batch`` problems (without replacement) from the trainer's
+    stream; each process takes its :func:`shard`, rolls it out in one batched solver call and divides the
+    summed loss by its shard's size. ``DistributedDataParallel`` averages the gradients over the processes,
+    which makes them the gradient of the mean over the global minibatch: the single-process gradient, up to
+    rounding. The reported loss is averaged over the processes the same way."""
+    import torch
+
+    t, cfg = trainer, trainer.cfg
+    d0_all, tgt_all = data
+    part = shard(cfg.batch, t.rank, t.world)
+    losses = []
+    for _ in range(steps):
+        idx = torch.from_numpy(t.gen.choice(len(d0_all), cfg.batch, replace=False))[part]
+        if d0_all.device.type != "cpu":
+            idx = idx.to(d0_all.device)
+        d0, tgt = d0_all[idx], tgt_all[idx]
+        u = t.model(d0, tgt)
+        loss = t.loss(d0, u, tgt) / len(idx)  # mean per-problem l2_loss of this process's part
+        t.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t.opt.step()
+        t.sched.step()
+        t.step += 1
+        value = loss.detach()
+        if t.world > 1:
+            import torch.distributed as dist
+            value = value.clone()
+            dist.all_reduce(value)
+            value = value / t.world
+        losses.append(value.item())
+    return losses
+
+
+def train(cfg, grid, train_set, test_set, quiet=False, device=None):
+    """Train the network through gpudp; returns ``(net, history, (seconds, CPU seconds) per step)``.
+
+    Under ``torch.distributed`` (see :func:`make_trainer`) every process trains; only rank 0 evaluates on the
+    held-out problems and draws the progress bar, the others' histories hold the training losses only."""
+    import torch
+
+    trainer = make_trainer(cfg, grid, device)
+    report = trainer.rank == 0
+
+    def tensors(arrays):
+        ts = [torch.from_numpy(a) for a in arrays]
+        return ts if device is None else [t.to(device) for t in ts]
+
+    d0_all, _, tgt_all = tensors(train_set)
+    d0_test, _, tgt_test = tensors(test_set)
     history = {"step": [], "train": [], "eval_step": [], "test": []}
     t_train = cpu_train = 0.0
-    with Progress(cfg.train_steps, "learn: training", quiet=quiet) as bar:
+    with Progress(cfg.train_steps, "learn: training", quiet=quiet or not report) as bar:
         for it in range(1, cfg.train_steps + 1):
-            idx = torch.from_numpy(gen.choice(len(d0_all), cfg.batch, replace=False))
-            d0, tgt = d0_all[idx], tgt_all[idx]
             t0, c0 = time.perf_counter(), time.process_time()
-            u = net(d0, tgt)
-            loss = solver_loss(d0, u, tgt) / cfg.batch  # mean per-problem l2_loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            (loss,) = train_steps(trainer, (d0_all, tgt_all), 1)
             t_train += time.perf_counter() - t0
             cpu_train += time.process_time() - c0
             history["step"].append(it)
-            history["train"].append(loss.item())
-            if it % cfg.eval_every == 0 or it == cfg.train_steps:
+            history["train"].append(loss)
+            if report and (it % cfg.eval_every == 0 or it == cfg.train_steps):
                 with torch.no_grad():
-                    u_test = net(d0_test, tgt_test).numpy()
+                    u_test = trainer.net(d0_test, tgt_test).cpu().numpy()
                 test = float(rollout_losses(cfg, grid, test_set[0], u_test, test_set[2]).mean())
                 history["eval_step"].append(it)
                 history["test"].append(test)
             bar.update(loss=history["train"][-1])
-    return net, history, (t_train / cfg.train_steps, cpu_train / cfg.train_steps)
+    return trainer.net, history, (t_train / cfg.train_steps, cpu_train / cfg.train_steps)
 
+
+# -- the run ---------------------------------------------------------------------------------------------
 
 def run(out_dir, quiet=False, config=None):
     """Train, evaluate on held-out problems, print the table, write ``learn_loss.png`` and
-    ``learn_problems.png`` into ``out_dir``; returns the key numbers."""
+    ``learn_problems.png`` into ``out_dir``; returns the key numbers.
+
+    Under ``torchrun`` (``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` set) each process joins the job
+    (:func:`init_distributed`), generates the same problems, and trains its shard of every global minibatch of
+    ``config.batch`` problems under ``DistributedDataParallel`` (:func:`train_steps`). Rank 0 alone evaluates,
+    prints and writes the figures, and returns the key numbers; the other ranks return None. Each process
+    limits PyTorch's and Numba's threads to its share of the machine's cores, ``os.cpu_count() //
+    LOCAL_WORLD_SIZE``."""
     try:
         import torch
     except ImportError as exc:
@@ -202,32 +422,61 @@ def run(out_dir, quiet=False, config=None):
                          f"'gpudp[torch]'; {exc})") from None
 
     cfg = config or Config()
+    env = torchrun_env()
+    if env is not None:
+        shard(cfg.batch, env.rank, env.world)  # a bad batch fails here, in every process, before joining
     out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if env is None or env.rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    cores = max(1, (os.cpu_count() or 1) // (env.local_world if env else 1))
+    numba_threads = None
+    if env is not None:  # the processes on one machine share its cores
+        import numba
+        numba_threads = numba.get_num_threads()
+        # first: with Numba's OpenMP threading layer, its first set_num_threads starts its thread pool, which
+        # resets the OpenMP thread count that PyTorch's own set_num_threads sets
+        numba.set_num_threads(max(1, min(cores, numba.config.NUMBA_NUM_THREADS)))
     threads = torch.get_num_threads()
     # The network's tensors are small (a minibatch of 64 fields of 128 cells): a second intra-op thread gains
     # little there, and PyTorch's spin-waiting OpenMP threads compete with Numba's threads and with anything
     # else running on a 2-core machine (a step ran many times slower with 2 threads on a loaded machine).
-    torch.set_num_threads(max(1, min(cfg.torch_threads, os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, min(cfg.torch_threads, cores)))
+    joined = False
     try:
-        return _run(cfg, out_dir, quiet, t_start)
+        if env is None:
+            device = training_device()
+        else:
+            device, joined = init_distributed(env)
+        return _run(cfg, out_dir, quiet, t_start, device)
     finally:
+        if joined:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+        if numba_threads is not None:
+            import numba
+            numba.set_num_threads(numba_threads)
         torch.set_num_threads(threads)
 
 
-def _run(cfg, out_dir, quiet, t_start):
+def _run(cfg, out_dir, quiet, t_start, device):
+    import numba
     import torch
+    import torch.distributed as dist
 
+    grouped = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if grouped else (0, 1)
     grid = gpudp.Grid(cfg.n, spacing=1.0 / cfg.n)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)  # every process generates the same problems
     train_set = make_problems(cfg, cfg.n_train, rng, grid)
     test_set = make_problems(cfg, cfg.n_test, rng, grid)
     d0_test, u_true_test, tgt_test = test_set
 
-    net, history, (sec_per_step, cpu_per_step) = train(cfg, grid, train_set, test_set, quiet=quiet)
+    net, history, (sec_per_step, cpu_per_step) = train(cfg, grid, train_set, test_set, quiet=quiet, device=device)
+    if rank != 0:
+        return None
     with torch.no_grad():
-        u_net = net(torch.from_numpy(d0_test), torch.from_numpy(tgt_test)).numpy()
+        u_net = net(torch.from_numpy(d0_test).to(device), torch.from_numpy(tgt_test).to(device)).cpu().numpy()
     loss_net = rollout_losses(cfg, grid, d0_test, u_net, tgt_test)
     u_mean = np.full_like(u_true_test, cfg.mean_velocity)
     loss_mean = rollout_losses(cfg, grid, d0_test, u_mean, tgt_test)
@@ -276,6 +525,8 @@ def _run(cfg, out_dir, quiet, t_start):
         "backend": gpudp.current_backend_name(),
         "machine": gpudp.available_backends()[gpudp.current_backend_name()].device,
         "torch_threads": torch.get_num_threads(),
+        "numba_threads": numba.get_num_threads(),
+        "processes": world,
     }
     _print_table(cfg, res)
     res["figures"] = _figures(cfg, grid, out_dir, history, res, test_set, u_net, snaps)
@@ -294,6 +545,10 @@ def _print_table(cfg, res):
           f"{res['ms_per_train_step']:.1f} ms/step, CPU time {res['cpu_ms_per_train_step']:.1f} ms/step, "
           f"{res['train_calls_per_problem']} solver calls per "
           f"training problem); held-out: {res['test_problems']} problems")
+    if res["processes"] > 1:
+        print(f"  trained under DistributedDataParallel on {res['processes']} processes, "
+              f"{res['batch'] // res['processes']} problems of each minibatch per process ({res['numba_threads']} "
+              f"Numba and {res['torch_threads']} PyTorch thread(s) each)")
     print(f"  {'u on held-out problems':<46} {'solver calls':>12} {'mean l2_loss':>13} {'vs u = mean':>11}")
     base = res["test_loss_mean_guess"]
     rows = [("initial guess u = mean", 0, base), ("network prediction", 0, res["test_loss_network"])]

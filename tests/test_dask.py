@@ -189,7 +189,7 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_many_demo_runs_and_reports(tmp_path, capsys):
     cfg = _config()
-    cfg.problems, cfg.iterations = 16, 2
+    cfg.problems, cfg.iterations, cfg.repeats = 16, 2, 1
     out = many.run(tmp_path, quiet=True, config=cfg)
     text = capsys.readouterr().out
     assert out["bitwise"] is True and out["problems"] == 16 and out["workers"] == 2

@@ -58,6 +58,11 @@ class Backend:
         """Host NumPy float64 array of ``max |x|`` over the last axis of a 2-D array (a host sync)."""
         return np.abs(self.to_numpy(x)).max(axis=-1).astype(np.float64)
 
+    def max_abs(self, x):
+        """``max |x|`` over all of ``x`` as a Python float (NaN when ``x`` holds a NaN; a host sync): the value
+        :meth:`max_abs_per_row` gives for ``x`` as one row."""
+        return float(self.max_abs_per_row(self.ascontiguous(x).reshape(1, -1))[0])
+
     # -- advection (gpudp.ops.advection) ----------------------------------------------------------------
     def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states, save_every=1, out=None,
                        states=None):

@@ -25,27 +25,28 @@ class AdvectUpwind(Operator):
     """The monolithic ``T``-step upwind advection operator; inputs ``(d, u)``."""
 
     @staticmethod
-    def forward(ctx, d, u, *, dt, grid, steps, backend, layout, checkpoints=None):
-        Bu, F, D, N = layout
-        shape3, ndim, bc = V.padded(grid)
-        coef = (0.0,) * (3 - ndim) + tuple([dt / h for h in grid.spacing])
+    def forward(ctx, d, u, *, plan):
+        # plan: (coef, bc, shape3, ndim) of the grid and dt (see _coefficients), steps, the segment length of the
+        # checkpoints (None: every state), the backend and the layout (Bu, F, D, N)
+        (coef, bc, shape3, ndim), steps, L, backend, (Bu, F, D, N) = plan
         dc = backend.ascontiguous(d).reshape(Bu, F, N)
         uc = backend.ascontiguous(u).reshape(Bu, D, N)
-        need_u = ctx.needs_input_grad[1]
+        need_d, need_u = ctx.needs_input_grad
         save_states = need_u and steps > 1
         # checkpointed: only d^0, d^L, d^2L, … (L = ceil(T / c)) are kept
-        L = _checkpoints.segment_length(steps, checkpoints) if save_states else None
+        if not save_states:
+            L = None
         out, states = backend.advect_forward(dc, uc, coef, bc, shape3, ndim, steps, save_states, L or 1)
         if need_u:
-            ctx.save_for_backward(u, states if steps > 1 else d)
-        elif ctx.needs_input_grad[0]:
-            ctx.save_for_backward(u, None)
-        ctx.params = (coef, bc, shape3, ndim, steps, L, backend, layout, tuple(d.shape))
+            ctx.saved_arrays = (u, states if steps > 1 else d)
+        elif need_d:
+            ctx.saved_arrays = (u, None)
+        ctx.params = (plan, L, d.shape)
         return out.reshape(d.shape)
 
     @staticmethod
     def backward(ctx, g):
-        coef, bc, shape3, ndim, steps, L, backend, (Bu, F, D, N), d_shape = ctx.params
+        ((coef, bc, shape3, ndim), steps, _, backend, (Bu, F, D, N)), L, d_shape = ctx.params
         u, states = ctx.saved
         need_d, need_u = ctx.needs_input_grad
         if g is None or not (need_d or need_u):
@@ -63,8 +64,8 @@ class AdvectUpwind(Operator):
             gd, gu = _checkpoints.adjoint(gc, states, steps, L, buffer, recompute, adjoint, need_d)
         else:
             st = None
-            if need_u:
-                st = backend.ascontiguous(states).reshape(steps, Bu, F, N)
+            if need_u:  # (steps > 1: the states the kernel saved, already in its layout; else d itself)
+                st = states if steps > 1 else backend.ascontiguous(states).reshape(1, Bu, F, N)
             gd, gu = backend.advect_adjoint(gc, st, uc, coef, bc, shape3, ndim, steps, need_d, need_u)
         return (gd.reshape(d_shape) if need_d else None), (gu.reshape(u.shape) if need_u else None)
 
@@ -106,12 +107,12 @@ def advect_upwind(d, u, dt, grid, steps=1, check_cfl=True, checkpoints=None):
         dt = V.check_scalar(_FN, "dt", dt, nonnegative=True)
     if type(steps) is not int or steps < 1:
         steps = V.check_int(_FN, "steps", steps, 1)
+    L = None
     if checkpoints is not None:
-        checkpoints = _checkpoints.check(_FN, checkpoints)
+        L = _checkpoints.segment_length(steps, _checkpoints.check(_FN, checkpoints))
     if check_cfl:
         _check_cfl(backend, ua, layout, dt, grid)
-    return AdvectUpwind.apply(d, u, dt=dt, grid=grid, steps=steps, backend=backend, layout=layout,
-                              checkpoints=checkpoints)
+    return AdvectUpwind.apply(d, u, plan=(_coefficients(grid, dt), steps, L, backend, layout))
 
 
 _INF = float("inf")
@@ -169,8 +170,30 @@ def _layout(backend, grid, da, ua):
     return layout
 
 
+# (coef, bc, shape3, ndim) by (grid, dt): the kernels' coefficients Δt / Δx_a per padded axis and the padded grid
+_COEFS = {}
+
+
+def _coefficients(grid, dt):
+    """``(coef, bc, shape3, ndim)``: the coefficients ``Δt / Δx_a`` (0 on padded axes) and the padded grid."""
+    found = _COEFS.get((grid, dt)) if dt else None  # (dt = -0.0 and 0.0 differ in the sign of coef: not cached)
+    if found is None:
+        shape3, ndim, bc = V.padded(grid)
+        found = ((0.0,) * (3 - ndim) + tuple([dt / h for h in grid.spacing]), bc, shape3, ndim)
+        if dt:
+            if len(_COEFS) >= _LAYOUTS_MAX:
+                _COEFS.clear()
+            _COEFS[grid, dt] = found
+    return found
+
+
 def _check_cfl(backend, u, layout, dt, grid):
     Bu, _, D, N = layout
+    if Bu == 1 and D == 1:
+        # one velocity field on a 1-D grid: max |u| as a Python float (the same value max_abs_per_row gives)
+        cfl = backend.max_abs(u) * dt / grid.spacing[0]
+        if cfl <= 1.0:
+            return
     umax = backend.max_abs_per_row(backend.ascontiguous(u).reshape(Bu * D, N))
     if Bu == 1:
         # one velocity field: its D maxima as Python floats, cheaper than NumPy calls (same arithmetic)

@@ -46,6 +46,7 @@ class CpuBackend(Backend):
     ascontiguous = staticmethod(np.ascontiguousarray)
 
     max_abs_per_row = staticmethod(advection.max_abs_rows)
+    max_abs = staticmethod(advection.max_abs)
 
     def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states, save_every=1, out=None,
                        states=None):

@@ -168,12 +168,6 @@ def _forward_row(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2):
     _forward_row_body(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2)
 
 
-@njit(cache=True)
-def _forward_row_1d(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2):
-    """:func:`_forward_row_body` compiled for 1-D grids: the padded sizes are constants."""
-    _forward_row_body(src, dst, u, r, F, 1, 1, n2, 1, _ZERO, _ZERO, c2, 0, 0, b2)
-
-
 # -- adjoint ------------------------------------------------------------------------------------------------
 
 @njit(inline="always")
@@ -518,6 +512,26 @@ def _max_abs_small(x, out):
         out[r] = m
 
 
+@njit(cache=True)
+def _max_abs_flat(x):
+    """``max |x|`` of a 1-D array as a float64 (NaN when it has a NaN), as :func:`_max_abs_small` computes a row's."""
+    m = 0.0
+    for i in range(x.size):
+        a = abs(x[i])
+        if not a <= m:  # larger, or NaN
+            m = a
+            if a != a:
+                break
+    return m
+
+
+def max_abs(x):
+    """``max |x|`` over all of ``x`` as a Python float: the value :func:`max_abs_rows` gives for ``x`` as one row."""
+    if x.size < _PARALLEL_MIN_CELLS:
+        return _max_abs_flat(x.ravel())
+    return float(max_abs_rows(x.reshape(1, -1))[0])
+
+
 def max_abs_rows(x):
     """``max |x|`` over the last axis of a 2-D float array, as float64 (NaN where a row has a NaN): for large
     arrays one parallel read of ``x`` and no temporary (NumPy's ``abs`` then ``max`` writes and reads a
@@ -540,9 +554,11 @@ def max_abs_rows(x):
 #
 # The drivers call a row function (``row_fn``) per row, compiled once for any dimension. Small 1-D grids get
 # serial drivers of their own (on the 128-cell demo a step takes about a hundred nanoseconds, and overheads
-# that are nothing on large grids dominate): the forward one calls a row function with the padded sizes as
-# constants; the adjoint one is written out in full, with no array views and no helper taking arrays, since
-# each of those costs a pair of atomic reference-count updates, more than a step's arithmetic.
+# that are nothing on large grids dominate), written out in full with no row function: the forward one with
+# one array view per step, the adjoint one with none, since each view costs a pair of atomic reference-count
+# updates. Both compute what depends on the velocity alone (the same for every step) once per call: the
+# forward ``min(u, 0)`` and ``max(u, 0)``, the adjoint the products of ``c`` with them; the steps then use
+# these values in the arithmetic of the generic drivers, in the same order (so the same bits).
 
 @njit(inline="always")
 def _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every,
@@ -604,9 +620,75 @@ def _forward_serial(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c
                    _forward_row)
 
 
+@njit(inline="always")
+def _cell_1d(src, dst, M, P, base, ucell, i, n2, c2, b2):
+    """Cell ``i`` of a 1-D row with the ghost rules, as :func:`_forward_cell` computes it (``M``, ``P``:
+    ``min(u, 0)`` and ``max(u, 0)``)."""
+    v = src[base]
+    if i + 1 < n2:
+        up = src[base + 1]
+    elif b2 == 0:
+        up = src[base - (n2 - 1)]
+    elif b2 == 1:
+        up = _ZERO
+    else:
+        up = v
+    if i > 0:
+        lo = src[base - 1]
+    elif b2 == 0:
+        lo = src[base + (n2 - 1)]
+    elif b2 == 1:
+        lo = _ZERO
+    else:
+        lo = v
+    acc = _ZERO
+    acc += c2 * (M[ucell] * (up - v) + P[ucell] * (v - lo))
+    dst[base] = v - acc
+
+
 def _forward_serial_1d(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every):
-    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every,
-                   _forward_row_1d)
+    """:func:`_forward_steps` on a 1-D grid, serially: the ``Bu F`` rows of each step written out, with the
+    arithmetic of :func:`_forward_row_body` (interior cells) and :func:`_forward_cell` (end cells)."""
+    size = d.size
+    if save:  # states[t / every] = d^t: a step whose output is saved writes it into its slot
+        for j in range(size):
+            states[j] = d[j]
+    buf = np.empty_like(d) if steps > 1 and (not save or every > 1) else out
+    nu = Bu * n2
+    MP = np.empty(2 * nu, u.dtype)  # min(u, 0), max(u, 0)
+    for j in range(nu):
+        w = u[j]
+        MP[j] = min(w, _ZERO)
+        MP[nu + j] = max(w, _ZERO)
+    M = MP[:nu]
+    P = MP[nu:]
+    one = np.uint64(1)
+    src = d
+    for t in range(steps):
+        if t == steps - 1:
+            dst = out
+        elif save and (t + 1) % every == 0:
+            s = (t + 1) // every
+            dst = states[s * size:(s + 1) * size]
+        else:  # alternate between out and buf so that the last step lands in out (never the step's input)
+            dst = out if (steps - 1 - t) % 2 == 0 else buf
+        for r in range(Bu * F):
+            base = r * n2
+            ub = (r // F if F > 1 else r) * n2
+            if n2 < 3:
+                for i in range(n2):
+                    _cell_1d(src, dst, M, P, base + i, ub + i, i, n2, c2, b2)
+                continue
+            _cell_1d(src, dst, M, P, base, ub, 0, n2, c2, b2)
+            _cell_1d(src, dst, M, P, base + n2 - 1, ub + n2 - 1, n2 - 1, n2, c2, b2)
+            # interior cells, unsigned indices (no negative-index wrap-around: LLVM vectorises the loop)
+            bu = np.uint64(base)
+            uu = np.uint64(ub)
+            for j in range(1, n2 - 1):
+                i = np.uint64(j)
+                v = src[bu + i]
+                dst[bu + i] = v - c2 * (M[uu + i] * (src[bu + i + one] - v) + P[uu + i] * (v - src[bu + i - one]))
+        src = dst
 
 
 def _forward_parallel(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every):
@@ -636,6 +718,19 @@ def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0,
     W[:size] = g
     D = states if need_u else W
     c = c2
+    # c (min(u, 0) − max(u, 0)), c min(u, 0), c max(u, 0): the factors of the d-adjoint, the same for every step
+    # (u's dtype: advect_adjoint calls this driver only when u and g share it, so these are the values the
+    # generic drivers compute in each step)
+    nu = Bu * n2
+    K = np.empty(3 * nu, u.dtype)
+    for j in range(nu):
+        w = u[j]
+        K[j] = c * (min(w, _ZERO) - max(w, _ZERO))
+        K[nu + j] = c * min(w, _ZERO)
+        K[2 * nu + j] = c * max(w, _ZERO)
+    KA = K[0:nu]
+    KM = K[nu:2 * nu]
+    KP = K[2 * nu:3 * nu]
     one = np.uint64(1)
     cur = 0
     for k in range(steps):
@@ -656,15 +751,15 @@ def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0,
                     fb = (r * F + f) * n2
                     gv = W[cur + fb + i]
                     if need_g:
-                        s = c * (min(w, _ZERO) - max(w, _ZERO)) * gv
+                        s = KA[ub + i] * gv
                         if lo >= 0:
-                            s -= c * min(u[ub + lo], _ZERO) * W[cur + fb + lo]
+                            s -= KM[ub + lo] * W[cur + fb + lo]
                         elif b2 == 2:
-                            s += c * max(w, _ZERO) * gv
+                            s += KP[ub + i] * gv
                         if up >= 0:
-                            s += c * max(u[ub + up], _ZERO) * W[cur + fb + up]
+                            s += KP[ub + up] * W[cur + fb + up]
                         elif b2 == 2:
-                            s -= c * min(w, _ZERO) * gv
+                            s -= KM[ub + i] * gv
                         W[nxt + fb + i] = gv + s
                     if need_u:
                         v = D[doff + fb + i]
@@ -689,8 +784,8 @@ def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0,
                             i = np.uint64(j)
                             gv = W[gb + i]
                             w = u[ubu + i]
-                            W[ob + i] = gv + _gd_term(c, gv, w, u[ubu + i - one], W[gb + i - one], u[ubu + i + one],
-                                                      W[gb + i + one])
+                            W[ob + i] = gv + ((KA[ubu + i] * gv - KM[ubu + i - one] * W[gb + i - one])
+                                              + KP[ubu + i + one] * W[gb + i + one])
                             gu[ubu + i] = _gu_term(c, gv, w, D[db + i + one], D[db + i], D[db + i - one])
                     else:
                         for j in range(1, n2 - 1):
@@ -703,8 +798,8 @@ def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0,
                             i = np.uint64(j)
                             gv = W[gb + i]
                             w = u[ubu + i]
-                            W[ob + i] = gv + _gd_term(c, gv, w, u[ubu + i - one], W[gb + i - one], u[ubu + i + one],
-                                                      W[gb + i + one])
+                            W[ob + i] = gv + ((KA[ubu + i] * gv - KM[ubu + i - one] * W[gb + i - one])
+                                              + KP[ubu + i + one] * W[gb + i + one])
                             gu[ubu + i] += _gu_term(c, gv, w, D[db + i + one], D[db + i], D[db + i - one])
                     else:
                         for j in range(1, n2 - 1):
@@ -715,8 +810,8 @@ def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0,
                     for j in range(1, n2 - 1):
                         i = np.uint64(j)
                         gv = W[gb + i]
-                        W[ob + i] = gv + _gd_term(c, gv, u[ubu + i], u[ubu + i - one], W[gb + i - one],
-                                                  u[ubu + i + one], W[gb + i + one])
+                        W[ob + i] = gv + ((KA[ubu + i] * gv - KM[ubu + i - one] * W[gb + i - one])
+                                          + KP[ubu + i + one] * W[gb + i + one])
         cur = nxt
     if need_d:
         gd[:] = W[cur:cur + size]
@@ -772,25 +867,38 @@ def _setup(kind, coef, bc, shape3, ndim, dtype, size):
 # The arrays are contiguous: they are passed flat with ravel() (a view, cheaper than reshape(-1)), and new ones
 # come from np.empty (np.empty_like runs a Python dispatcher first).
 
+# A zero-size array per dtype for the array arguments a call does not use (never written: it has no elements).
+_NOTHING = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
+
+
+def _nothing(dtype):
+    found = _NOTHING.get(dtype)
+    return found if found is not None else np.empty(0, dtype)
+
+
 def advect_forward(d, u, coef, bc, shape3, ndim, steps, save_states, save_every=1, out=None, states=None):
-    Bu, F, N = d.shape
+    Bu, F, N = shape = d.shape
+    dtype = d.dtype
     if out is None:
-        out = np.empty(d.shape, d.dtype)
+        out = np.empty(shape, dtype)
     if not save_states:
-        states = np.empty(0, d.dtype)
+        states = _nothing(dtype)
     elif states is None:
-        states = np.empty(((steps + save_every - 1) // save_every,) + d.shape, d.dtype)
-    fwd, scalars = _setup("forward", coef, bc, shape3, ndim, d.dtype, d.size)
+        states = np.empty(((steps + save_every - 1) // save_every, Bu, F, N), dtype)
+    fwd, scalars = _setup("forward", coef, bc, shape3, ndim, dtype, Bu * F * N)
     fwd(d.ravel(), u.ravel(), out.ravel(), states.ravel(), steps, Bu, F, *scalars, save_states, save_every)
     return out, (states if save_states else None)
 
 
 def advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, gu=None):
-    Bu, F, N = g.shape
-    adj, scalars = _setup("adjoint", coef, bc, shape3, ndim, g.dtype, g.size)
-    nothing = np.empty(0, g.dtype)  # for the arrays a call does not use
+    Bu, F, N = shape = g.shape
+    dtype = g.dtype
+    adj, scalars = _setup("adjoint", coef, bc, shape3, ndim, dtype, Bu * F * N)
+    if adj is _adjoint_ser_1d and u.dtype != dtype:  # (the 1-D driver's velocity factors take u's dtype)
+        adj = _adjoint_ser
+    nothing = _nothing(dtype)  # for the arrays a call does not use
     # the 1-D driver writes gd only when it is wanted; the others use it as a buffer
-    gd = np.empty(g.shape, g.dtype) if need_d or adj is not _adjoint_ser_1d else nothing
+    gd = np.empty(shape, dtype) if need_d or adj is not _adjoint_ser_1d else nothing
     acc_u = need_u and gu is not None
     if not need_u:
         gu = nothing

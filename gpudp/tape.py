@@ -19,6 +19,7 @@ import itertools
 import threading
 import weakref
 
+from numpy import empty as _empty
 from numpy import ndarray as _ndarray  # the common array type, tested before the general test
 
 from . import _pytree, arrays
@@ -475,9 +476,15 @@ class Tape:
             if not sources.requires_grad:
                 raise TapeError(f"Tape.gradient: source 0 (shape {sources.shape}) does not require a gradient; "
                                 f"create it with requires_grad=True before recording")
+            data = out._data
+            if grad is None and type(data) is _ndarray and data.size == 1:  # the seed 1 of a NumPy scalar output
+                seed = _empty(data.shape, data.dtype)
+                seed.fill(1)
+            else:
+                seed = _seed("Tape.gradient", out, grad)
             uid = sources._uid
             uids = {uid}
-            grads = self._run((out,), (_seed("Tape.gradient", out, grad),), retain, uids, uids)
+            grads = self._run((out,), (seed,), retain, uids, uids)
             return grads[uid] if uid in grads else arrays.zeros_like(sources._data)
         single = isinstance(sources, Tensor)
         flat, structure = ([sources], None) if single else _pytree.flatten(sources)
@@ -513,7 +520,7 @@ class Tape:
         nodes = self._nodes
         by_id = isinstance(is_target, set)
         live = set(is_target) if by_id else set()  # (a source leads to itself)
-        node_needs = []
+        node_needs = []  # per node: the tuple of needs, or None (no input leads to a source or needs a gradient)
         for _, _, n_inputs, inputs, output_uids in nodes:
             needs = None
             for i, uid, ref, _, required in inputs:
@@ -523,30 +530,41 @@ class Tape:
                     needs[i] = required
             if needs is not None:
                 live.update(output_uids)
+                needs = tuple(needs) if True in needs else None
             node_needs.append(needs)
 
         grads = dict(init) if init else {}
         for o, seed in zip(outs, seeds):
             if seed is not None:
                 grads[o._uid] = seed if o._uid not in grads else arrays.add(grads[o._uid], seed)
-        for (op, ctx, n_inputs, inputs, output_uids), needs in zip(reversed(nodes), reversed(node_needs)):
-            for uid in output_uids:
-                if uid in grads:
-                    break
-            else:  # no gradient reached this node's outputs
-                continue
+        k = len(nodes)
+        while k:
+            k -= 1
+            op, ctx, n_inputs, inputs, output_uids = nodes[k]
+            if len(output_uids) == 1:
+                if output_uids[0] not in grads:
+                    continue
+            else:
+                for uid in output_uids:
+                    if uid in grads:
+                        break
+                else:  # no gradient reached this node's outputs
+                    continue
             for _, _, ref, version, _ in inputs:
                 t = ref()
                 if t is not None and t._version != version:
                     raise TapeError(f"Tape.backward: a tensor of shape {t.shape} used by {op.__name__} was "
                                     f"modified in place after the tape recorded it (version {version} -> "
                                     f"{t._version}); the gradient would be wrong. Modify a copy instead")
-            if needs is None or True not in needs:
+            needs = node_needs[k]
+            if needs is None:
                 continue
-            g_out = []
-            for uid in output_uids:
-                g_out.append(grads.get(uid) if uid in keep else grads.pop(uid, None))
-            ctx.needs_input_grad = tuple(needs)
+            if len(output_uids) == 1:
+                uid = output_uids[0]
+                g_out = [grads.get(uid) if uid in keep else grads.pop(uid, None)]
+            else:
+                g_out = [grads.get(uid) if uid in keep else grads.pop(uid, None) for uid in output_uids]
+            ctx.needs_input_grad = needs
             if op.accumulates:
                 # a checkpointed function: it continues the accumulation of its inputs' gradients itself, in
                 # the order the recorded operators would have (so that the sums are the same bits)

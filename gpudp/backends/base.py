@@ -90,6 +90,17 @@ class Backend:
         after the first call, its ``grad_u`` as ``gu``, gives bitwise the gradients of the single call."""
         raise NotImplementedError
 
+    def advect_launcher(self, coef, bc, shape3, ndim, dtype, size):
+        """Optional: an object whose ``forward(d, u, Bu, F, steps, save_states)`` and ``adjoint(g, states, u, Bu,
+        F, steps, need_d, need_u)`` return what :meth:`advect_forward` (with ``save_every = 1``) and
+        :meth:`advect_adjoint` (without ``gu``) return for these scalar arguments and ``size = Bu F N`` elements of
+        ``dtype``, taking arrays of any shape that hold the canonical layout in C order and giving ``out`` and
+        ``gd`` in the shape of ``d`` (or ``g``) and ``gu`` in that of ``u``; ``forward`` returns a third value,
+        ``max |u|`` as :meth:`max_abs` gives it where the attribute ``max_abs_u`` is true, else None. ``None`` (the
+        default): the operator calls the two methods. A backend whose per-call set-up costs more than its
+        kernels' launch provides one."""
+        return None
+
     # -- staggered difference operators and the Poisson solve (gpudp.ops.difference / poisson) -----------
     #
     # Canonical layout: cell arrays ``(B, N)``; a staggered field is a tuple of ``ndim`` face arrays, the

@@ -57,6 +57,11 @@ class CpuBackend(Backend):
         self.launches["advect_adjoint_du" if need_u else "advect_adjoint_d"] += 1
         return advection.advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, gu)
 
+    def advect_launcher(self, coef, bc, shape3, ndim, dtype, size):
+        if dtype not in (np.float32, np.float64):
+            return None
+        return advection.Launcher(coef, bc, shape3, ndim, np.dtype(dtype), size, self.launches)
+
     def stag_divergence(self, faces, inv_dx, bc, shape3, ndim):
         self.launches["stag_divergence"] += 1
         return difference.stag_divergence(faces, inv_dx, bc, shape3, ndim)

@@ -554,8 +554,8 @@ def max_abs_rows(x):
 #
 # The drivers call a row function (``row_fn``) per row, compiled once for any dimension. Small 1-D grids get
 # serial drivers of their own (on the 128-cell demo a step takes about a hundred nanoseconds, and overheads
-# that are nothing on large grids dominate), written out in full with no row function: the forward one with
-# one array view per step, the adjoint one with none, since each view costs a pair of atomic reference-count
+# that are nothing on large grids dominate), written out in full with no row function and, on the paths of a
+# gradient (every state saved), no array views, since each view costs a pair of atomic reference-count
 # updates. Both compute what depends on the velocity alone (the same for every step) once per call: the
 # forward ``min(u, 0)`` and ``max(u, 0)``, the adjoint the products of ``c`` with them; the steps then use
 # these values in the arithmetic of the generic drivers, in the same order (so the same bits).
@@ -621,48 +621,86 @@ def _forward_serial(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c
 
 
 @njit(inline="always")
-def _cell_1d(src, dst, M, P, base, ucell, i, n2, c2, b2):
-    """Cell ``i`` of a 1-D row with the ghost rules, as :func:`_forward_cell` computes it (``M``, ``P``:
-    ``min(u, 0)`` and ``max(u, 0)``)."""
-    v = src[base]
+def _end_cell_1d(src, s, dst, o, M, P, ucell, i, n2, c2, b2):
+    """End cell ``i`` of a 1-D row (``src[s]`` to ``dst[o]``) with the ghost rules, as :func:`_forward_cell`
+    computes it (``M``, ``P``: ``min(u, 0)`` and ``max(u, 0)``)."""
+    v = src[s]
     if i + 1 < n2:
-        up = src[base + 1]
+        up = src[s + 1]
     elif b2 == 0:
-        up = src[base - (n2 - 1)]
+        up = src[s - (n2 - 1)]
     elif b2 == 1:
         up = _ZERO
     else:
         up = v
     if i > 0:
-        lo = src[base - 1]
+        lo = src[s - 1]
     elif b2 == 0:
-        lo = src[base + (n2 - 1)]
+        lo = src[s + (n2 - 1)]
     elif b2 == 1:
         lo = _ZERO
     else:
         lo = v
     acc = _ZERO
     acc += c2 * (M[ucell] * (up - v) + P[ucell] * (v - lo))
-    dst[base] = v - acc
+    dst[o] = v - acc
+
+
+@njit(inline="always")
+def _row_1d(src, soff, dst, doff, M, P, base, ub, n2, c2, b2):
+    """One step of the 1-D row at ``base`` (velocity row at ``ub``): ``src[soff + base …]`` to
+    ``dst[doff + base …]``, the arithmetic of :func:`_forward_row_body` (interior) and :func:`_forward_cell` (ends)."""
+    if n2 < 3:
+        for i in range(n2):
+            _end_cell_1d(src, soff + base + i, dst, doff + base + i, M, P, ub + i, i, n2, c2, b2)
+        return
+    _end_cell_1d(src, soff + base, dst, doff + base, M, P, ub, 0, n2, c2, b2)
+    _end_cell_1d(src, soff + base + n2 - 1, dst, doff + base + n2 - 1, M, P, ub + n2 - 1, n2 - 1, n2, c2, b2)
+    # interior cells, unsigned indices (no negative-index wrap-around: LLVM vectorises the loop)
+    one = np.uint64(1)
+    sb = np.uint64(soff + base)
+    db = np.uint64(doff + base)
+    uu = np.uint64(ub)
+    for j in range(1, n2 - 1):
+        i = np.uint64(j)
+        v = src[sb + i]
+        dst[db + i] = v - c2 * (M[uu + i] * (src[sb + i + one] - v) + P[uu + i] * (v - src[sb + i - one]))
 
 
 def _forward_serial_1d(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every):
     """:func:`_forward_steps` on a 1-D grid, serially: the ``Bu F`` rows of each step written out, with the
-    arithmetic of :func:`_forward_row_body` (interior cells) and :func:`_forward_cell` (end cells)."""
+    arithmetic of :func:`_forward_row_body` (interior cells) and :func:`_forward_cell` (end cells). With every
+    state saved, each step reads its state's slot of ``states`` and writes the next one (the last step ``out``):
+    no array views, whose reference counts cost more than a small step's arithmetic. Returns ``max |u|`` as a
+    float64 (NaN when ``u`` has a NaN), the value :func:`max_abs` gives."""
     size = d.size
-    if save:  # states[t / every] = d^t: a step whose output is saved writes it into its slot
-        for j in range(size):
-            states[j] = d[j]
-    buf = np.empty_like(d) if steps > 1 and (not save or every > 1) else out
     nu = Bu * n2
     MP = np.empty(2 * nu, u.dtype)  # min(u, 0), max(u, 0)
+    umax = 0.0
     for j in range(nu):
         w = u[j]
         MP[j] = min(w, _ZERO)
         MP[nu + j] = max(w, _ZERO)
+        a = abs(w)
+        if a > umax or a != a:  # larger, or NaN (which then stays)
+            umax = a
     M = MP[:nu]
     P = MP[nu:]
-    one = np.uint64(1)
+    rows = Bu * F
+    if save:  # states[t / every] = d^t: a step whose output is saved writes it into its slot
+        for j in range(size):
+            states[j] = d[j]
+    if save and every == 1:
+        for t in range(steps):
+            soff = t * size
+            if t + 1 < steps:
+                for r in range(rows):
+                    _row_1d(states, soff, states, soff + size, M, P, r * n2, (r // F if F > 1 else r) * n2, n2, c2, b2)
+            else:
+                for r in range(rows):
+                    _row_1d(states, soff, out, 0, M, P, r * n2, (r // F if F > 1 else r) * n2, n2, c2, b2)
+        return umax
+    buf = np.empty_like(d) if steps > 1 and (not save or every > 1) else out
     src = d
     for t in range(steps):
         if t == steps - 1:
@@ -672,23 +710,10 @@ def _forward_serial_1d(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1
             dst = states[s * size:(s + 1) * size]
         else:  # alternate between out and buf so that the last step lands in out (never the step's input)
             dst = out if (steps - 1 - t) % 2 == 0 else buf
-        for r in range(Bu * F):
-            base = r * n2
-            ub = (r // F if F > 1 else r) * n2
-            if n2 < 3:
-                for i in range(n2):
-                    _cell_1d(src, dst, M, P, base + i, ub + i, i, n2, c2, b2)
-                continue
-            _cell_1d(src, dst, M, P, base, ub, 0, n2, c2, b2)
-            _cell_1d(src, dst, M, P, base + n2 - 1, ub + n2 - 1, n2 - 1, n2, c2, b2)
-            # interior cells, unsigned indices (no negative-index wrap-around: LLVM vectorises the loop)
-            bu = np.uint64(base)
-            uu = np.uint64(ub)
-            for j in range(1, n2 - 1):
-                i = np.uint64(j)
-                v = src[bu + i]
-                dst[bu + i] = v - c2 * (M[uu + i] * (src[bu + i + one] - v) + P[uu + i] * (v - src[bu + i - one]))
+        for r in range(rows):
+            _row_1d(src, 0, dst, 0, M, P, r * n2, (r // F if F > 1 else r) * n2, n2, c2, b2)
         src = dst
+    return umax
 
 
 def _forward_parallel(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every):
@@ -742,34 +767,54 @@ def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0,
         for r in range(Bu):
             ub = r * n2
             # end cells (every cell of rows shorter than 3) with the ghost rules
-            for e in range(2 if n2 >= 3 else n2):
-                i = e if n2 < 3 or e == 0 else n2 - 1
-                lo, up = _end_neighbours(i, n2, b2)
-                w = u[ub + i]
-                acc = _ZERO
-                for f in range(F):
-                    fb = (r * F + f) * n2
-                    gv = W[cur + fb + i]
+            if F == 1 and b2 == 0 and n2 >= 3:
+                # one field on a periodic axis (the common case): the two end cells with their neighbours
+                # wrapped, the arithmetic of the general branch below without its tests
+                for e in range(2):
+                    i = 0 if e == 0 else n2 - 1
+                    lo = n2 - 1 if e == 0 else n2 - 2
+                    up = 1 if e == 0 else 0
+                    gv = W[cur + ub + i]
                     if need_g:
                         s = KA[ub + i] * gv
-                        if lo >= 0:
-                            s -= KM[ub + lo] * W[cur + fb + lo]
-                        elif b2 == 2:
-                            s += KP[ub + i] * gv
-                        if up >= 0:
-                            s += KP[ub + up] * W[cur + fb + up]
-                        elif b2 == 2:
-                            s -= KM[ub + i] * gv
-                        W[nxt + fb + i] = gv + s
+                        s -= KM[ub + lo] * W[cur + ub + lo]
+                        s += KP[ub + up] * W[cur + ub + up]
+                        W[nxt + ub + i] = gv + s
                     if need_u:
-                        v = D[doff + fb + i]
-                        dup = D[doff + fb + up] if up >= 0 else (_ZERO if b2 == 1 else v)
-                        dlo = D[doff + fb + lo] if lo >= 0 else (_ZERO if b2 == 1 else v)
-                        acc += _gu_term(c, gv, w, dup, v, dlo)
-                if need_u:
-                    if not accumulate:
-                        gu[ub + i] = 0.0
-                    gu[ub + i] += acc
+                        acc = _ZERO
+                        acc += _gu_term(c, gv, u[ub + i], D[doff + ub + up], D[doff + ub + i], D[doff + ub + lo])
+                        if not accumulate:
+                            gu[ub + i] = 0.0
+                        gu[ub + i] += acc
+            else:
+                for e in range(2 if n2 >= 3 else n2):
+                    i = e if n2 < 3 or e == 0 else n2 - 1
+                    lo, up = _end_neighbours(i, n2, b2)
+                    w = u[ub + i]
+                    acc = _ZERO
+                    for f in range(F):
+                        fb = (r * F + f) * n2
+                        gv = W[cur + fb + i]
+                        if need_g:
+                            s = KA[ub + i] * gv
+                            if lo >= 0:
+                                s -= KM[ub + lo] * W[cur + fb + lo]
+                            elif b2 == 2:
+                                s += KP[ub + i] * gv
+                            if up >= 0:
+                                s += KP[ub + up] * W[cur + fb + up]
+                            elif b2 == 2:
+                                s -= KM[ub + i] * gv
+                            W[nxt + fb + i] = gv + s
+                        if need_u:
+                            v = D[doff + fb + i]
+                            dup = D[doff + fb + up] if up >= 0 else (_ZERO if b2 == 1 else v)
+                            dlo = D[doff + fb + lo] if lo >= 0 else (_ZERO if b2 == 1 else v)
+                            acc += _gu_term(c, gv, w, dup, v, dlo)
+                    if need_u:
+                        if not accumulate:
+                            gu[ub + i] = 0.0
+                        gu[ub + i] += acc
             if n2 < 3:
                 continue
             ubu = np.uint64(ub)
@@ -907,3 +952,50 @@ def advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, 
     adj(g.ravel(), states.ravel() if need_u else nothing, u.ravel(), gd.ravel(), gu.ravel(), steps, Bu, F, *scalars,
         need_d, need_u, acc_u)
     return (gd if need_d else None), (gu if need_u else None)
+
+
+class Launcher:
+    """The 1-step-or-more forward and adjoint calls of :func:`advect_forward` and :func:`advect_adjoint` for one
+    set of scalar arguments (coefficients, boundary codes, padded shape, dtype and size), the drivers and their
+    scalars looked up once: what ``gpudp.ops.advection`` calls on every operator call.
+
+    The arrays may have any shape holding the canonical layout in C order (``d`` and ``g``: ``Bu F N`` elements,
+    ``u``: ``Bu D N``): they are passed flat (a copy where one is not C-contiguous), and the results come back in
+    the shapes of ``d`` (``out``, ``gd``) and ``u`` (``gu``). Results are those of the two functions."""
+
+    __slots__ = ("dtype", "launches", "max_abs_u", "_fwd", "_fwd_scalars", "_adj", "_adj_scalars")
+
+    def __init__(self, coef, bc, shape3, ndim, dtype, size, launches):
+        self.dtype = dtype
+        self.launches = launches
+        self._fwd, self._fwd_scalars = _setup("forward", coef, bc, shape3, ndim, dtype, size)
+        self._adj, self._adj_scalars = _setup("adjoint", coef, bc, shape3, ndim, dtype, size)
+        #: Whether :meth:`forward` returns ``max |u|`` (the value :func:`max_abs` gives) rather than None.
+        self.max_abs_u = self._fwd is _forward_ser_1d
+
+    def forward(self, d, u, Bu, F, steps, save_states):
+        """``(out, states or None, max |u| or None)``: ``steps`` steps of ``d`` (every state saved when
+        ``save_states``), and ``max |u|`` when :attr:`max_abs_u`."""
+        self.launches["advect_forward"] += 1
+        dtype = self.dtype
+        out = np.empty(d.shape, dtype)
+        if save_states:
+            states = np.empty((steps, Bu, F, out.size // (Bu * F)), dtype)
+        else:
+            states = _NOTHING[dtype]
+        umax = self._fwd(d.ravel(), u.ravel(), out.ravel(), states.ravel(), steps, Bu, F, *self._fwd_scalars,
+                         save_states, 1)
+        return out, (states if save_states else None), umax
+
+    def adjoint(self, g, states, u, Bu, F, steps, need_d, need_u):
+        """``(gd or None, gu or None)`` of ``steps`` steps (``states``: every state, or ``d`` for one step)."""
+        self.launches["advect_adjoint_du" if need_u else "advect_adjoint_d"] += 1
+        dtype = self.dtype
+        adj = self._adj
+        nothing = _NOTHING[dtype]
+        gd = np.empty(g.shape, dtype) if need_d or adj is not _adjoint_ser_1d else nothing
+        gu = np.empty(u.shape, dtype) if need_u else nothing
+        adj(g.ravel(), states.ravel() if need_u else nothing, u.ravel(), gd.ravel(), gu.ravel(), steps, Bu, F,
+            *self._adj_scalars, need_d, need_u, False)
+        return (gd if need_d else None), (gu if need_u else None)
+

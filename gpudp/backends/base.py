@@ -61,7 +61,7 @@ class Backend:
     def max_abs(self, x):
         """``max |x|`` over all of ``x`` as a Python float (NaN when ``x`` holds a NaN; a host sync): the value
         :meth:`max_abs_per_row` gives for ``x`` as one row."""
-        return float(self.max_abs_per_row(self.ascontiguous(x).reshape(1, -1))[0])
+        return float(self.max_abs_per_row(self.ascontiguous(x).reshape(1, x.size))[0])
 
     # -- advection (gpudp.ops.advection) ----------------------------------------------------------------
     def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states, save_every=1, out=None,

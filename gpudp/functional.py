@@ -97,7 +97,7 @@ def value_and_grad(fn, argnums=0, has_aux=False):
             grad = tape.gradient(out, args[argnums])
         else:
             grad = tuple(tape.gradient(out, [args[i] for i in nums]))
-        value = out.data if not has_aux else (out.data, _raw(aux))
+        value = out._data if not has_aux else (out._data, _raw(aux))
         return value, grad
 
     return wrapped

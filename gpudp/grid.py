@@ -35,9 +35,10 @@ class Grid:
     # _derived: values the operators derive from the grid on every call, computed once (see
     # gpudp.ops._validate.grid_facts); not part of the grid's value
     # _solid: the read-only bool mask or None; _solid_key: its packed bits (bytes) or None, part of the value;
-    # _hash: computed once; _obstacles: gpudp.ops.obstacles.ObstacleFacts (per-grid facts and device copies)
+    # _hash: computed once; _obstacles: gpudp.ops.obstacles.ObstacleFacts (per-grid facts and device copies);
+    # _advect_plans: what gpudp.ops.advection derives per backend, time step, dtype and layout (a dict or None)
     __slots__ = ("_shape", "_spacing", "_boundary", "_derived", "_geometry", "_solid", "_solid_key", "_hash",
-                 "_obstacles")
+                 "_obstacles", "_advect_plans")
 
     def __init__(self, shape, spacing=1.0, boundary="periodic", solid=None):
         if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
@@ -80,6 +81,7 @@ class Grid:
         self._derived = None
         self._geometry = None
         self._obstacles = None
+        self._advect_plans = None
 
     @staticmethod
     def _check_solid(solid, shape):

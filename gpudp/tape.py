@@ -19,6 +19,7 @@ import itertools
 import threading
 import weakref
 
+from numpy import empty as _empty
 from numpy import ndarray as _ndarray  # the common array type, tested before the general test
 
 from . import _pytree, arrays
@@ -58,11 +59,14 @@ class Tensor:
             if not arrays.is_array(data):
                 raise TypeError(f"Tensor: data must be a NumPy, CuPy or Numba device array, got "
                                 f"{type(data).__name__}; use gpudp.tensor(x) to convert")
-        if requires_grad and data.dtype.kind != "f":
-            raise TypeError(f"Tensor: only floating-point tensors can require gradients, got dtype {data.dtype}")
+        if requires_grad:
+            if data.dtype.kind != "f":
+                raise TypeError(f"Tensor: only floating-point tensors can require gradients, got dtype {data.dtype}")
+            self.requires_grad = True
+        else:
+            self.requires_grad = False
         self._data = data
         self.grad = None
-        self.requires_grad = bool(requires_grad)
         self._version = 0
         self._uid = next(_uid)
         self._node = None  # True when produced by a recorded operator
@@ -234,9 +238,10 @@ class Context:
     during ``forward`` which inputs require gradients at all; during ``backward`` which gradients this
     backward pass actually wants (compute only those; return ``None`` for the rest)."""
 
+    saved_arrays = ()  # until save_for_backward (None once a backward pass freed them)
+
     def __init__(self, needs_input_grad):
         self.needs_input_grad = needs_input_grad
-        self.saved_arrays = ()
 
     def save_for_backward(self, *saved):
         self.saved_arrays = saved
@@ -249,35 +254,38 @@ class Context:
         return self.saved_arrays
 
 
-class _Node(tuple):
-    """One recorded operator: the tuple ``(op, ctx, n_inputs, inputs, output_uids)`` (a tuple, so that recording
-    one is a single allocation).
+class _Ctx(Context):
+    """A :class:`Context` made without a call of ``__init__`` (the tape sets ``needs_input_grad``)."""
+
+    __init__ = object.__init__
+
+
+def _Node(op, ctx, inputs, outputs):
+    """One recorded operator: the tuple ``(op, ctx, n_inputs, inputs, output_uids)`` of ``op`` applied to
+    ``inputs`` (Tensors, or None for other values) giving ``outputs`` (a plain tuple, so that recording one is a
+    single allocation).
 
     ``inputs`` holds one entry ``(position, id, weak reference, version when recorded, required)`` per tensor
     input (other inputs never get gradients); ``required`` says whether it required a gradient when recorded:
     only those inputs can ever receive one (the operator may have saved nothing for the others)."""
-
-    __slots__ = ()
-
-    def __new__(cls, op, ctx, inputs, outputs):
-        """The node of ``op`` applied to ``inputs`` (Tensors, or None for other values) giving ``outputs``."""
-        return tuple.__new__(cls, (op, ctx, len(inputs), _tensor_inputs(inputs, ctx.needs_input_grad),
-                                   tuple([o._uid for o in outputs])))
-
-    op = property(lambda self: self[0])
-    ctx = property(lambda self: self[1])
+    return (op, ctx, len(inputs), _tensor_inputs(inputs, ctx.needs_input_grad), tuple([o._uid for o in outputs]))
 
 
 def _tensor_inputs(inputs, required):
-    """The ``inputs`` entries of a :class:`_Node` for the inputs ``inputs`` (Tensors or None)."""
+    """The ``inputs`` entries of a :func:`_Node` for the inputs ``inputs`` (Tensors or None)."""
     entries = []
     i = 0
     for t in inputs:
         if t is not None:
-            entries.append((i, t._uid, weakref.ref(t), t._version, required[i]))
+            entries.append((i, t._uid, _weakref(t), t._version, required[i]))
         i += 1
     return entries
 
+
+_weakref = weakref.ref
+
+# ``(False,) * n`` for the operator calls that record nothing
+_NO_NEEDS = tuple((False,) * n for n in range(8))
 
 _FREED = "Tape: cannot record on a tape whose backward pass freed it; call tape.reset()"
 
@@ -337,33 +345,42 @@ class Operator:
         record = tape is not None
         if record and tape.discovering:
             # a checkpointed function's forward pass: nothing is saved, only the tensors it reads are noted
-            ctx = Context((False,) * len(inputs))
+            ctx = _Ctx()
+            ctx.needs_input_grad = (False,) * len(inputs)
             out = cls.forward(ctx, *raw, **params)
             outs = tuple([Tensor(o, requires_grad=True) for o in out]) if isinstance(out, tuple) \
                 else (Tensor(out, requires_grad=True),)
             tape._note(tensors, outs)
             return outs if isinstance(out, tuple) else outs[0]
         if not record:
-            out = cls.forward(Context((False,) * len(inputs)), *raw, **params)
+            ctx = _Ctx()
+            n = len(inputs)
+            ctx.needs_input_grad = _NO_NEEDS[n] if n < 8 else (False,) * n
+            out = cls.forward(ctx, *raw, **params)
             if not has_tensor:
                 return out
             return tuple([Tensor(o) for o in out]) if isinstance(out, tuple) else Tensor(out)
-        needs = tuple(needs)
-        ctx = Context(needs)
+        ctx = _Ctx()
+        ctx.needs_input_grad = needs = tuple(needs)
         out = cls.forward(ctx, *raw, **params)
         if tape._freed:
             raise TapeError(_FREED)
         # the node (as _Node(cls, ctx, tensors, outputs) builds it, without the calls)
-        entries = _tensor_inputs(tensors, needs)
+        entries = []
+        i = 0
+        for t in tensors:
+            if t is not None:
+                entries.append((i, t._uid, _weakref(t), t._version, needs[i]))
+            i += 1
         if not isinstance(out, tuple):
             o = Tensor(out, True)
             o._node = True
-            tape._nodes.append(tuple.__new__(_Node, (cls, ctx, len(inputs), entries, (o._uid,))))
+            tape._nodes.append((cls, ctx, i, entries, (o._uid,)))
             return o
         outs = tuple([Tensor(o, True) for o in out])
         for o in outs:
             o._node = True
-        tape._nodes.append(tuple.__new__(_Node, (cls, ctx, len(inputs), entries, tuple([o._uid for o in outs]))))
+        tape._nodes.append((cls, ctx, i, entries, tuple([o._uid for o in outs])))
         return outs
 
 
@@ -405,7 +422,7 @@ class Tape:
         """Bytes of the arrays the tape holds for the backward pass (each distinct array counted once)."""
         seen = {}
         for node in self._nodes:
-            for a in node.ctx.saved_arrays or ():
+            for a in node[1].saved_arrays or ():
                 if a is not None and arrays.is_array(a):
                     seen[id(a)] = arrays.nbytes(a)
         return sum(seen.values())
@@ -417,9 +434,9 @@ class Tape:
         ``peak_bytes = None``)."""
         out = []
         for node in self._nodes:
-            run = getattr(node.ctx, "run", None)
+            run = getattr(node[1], "run", None)
             if run is not None:
-                out.append(node.ctx.rollout_info or run.predicted())
+                out.append(node[1].rollout_info or run.predicted())
         return out
 
     def __len__(self):
@@ -455,6 +472,20 @@ class Tape:
         """Gradients of ``out`` w.r.t. ``sources`` as arrays, in the structure of ``sources`` (a Tensor, or a
         tuple, list or dict of them); zeros for a source that ``out`` does not depend on. ``out`` and ``grad``
         may be containers as in :meth:`backward`."""
+        if isinstance(sources, Tensor) and isinstance(out, Tensor):  # one source, one output: no containers
+            if not sources.requires_grad:
+                raise TapeError(f"Tape.gradient: source 0 (shape {sources.shape}) does not require a gradient; "
+                                f"create it with requires_grad=True before recording")
+            data = out._data
+            if grad is None and type(data) is _ndarray and data.size == 1:  # the seed 1 of a NumPy scalar output
+                seed = _empty(data.shape, data.dtype)
+                seed.fill(1)
+            else:
+                seed = _seed("Tape.gradient", out, grad)
+            uid = sources._uid
+            uids = {uid}
+            grads = self._run((out,), (seed,), retain, uids, uids)
+            return grads[uid] if uid in grads else arrays.zeros_like(sources._data)
         single = isinstance(sources, Tensor)
         flat, structure = ([sources], None) if single else _pytree.flatten(sources)
         for s in flat:
@@ -486,10 +517,11 @@ class Tape:
         # forward sweep: which tensors depend on a requested source (greedy derivatives), and so which inputs
         # of each node need a gradient: those that required one when recorded and lead to a source (None for
         # a node none of whose inputs leads to one)
+        nodes = self._nodes
         by_id = isinstance(is_target, set)
         live = set(is_target) if by_id else set()  # (a source leads to itself)
-        node_needs = []
-        for _, _, n_inputs, inputs, output_uids in self._nodes:
+        node_needs = []  # per node: the tuple of needs, or None (no input leads to a source or needs a gradient)
+        for _, _, n_inputs, inputs, output_uids in nodes:
             needs = None
             for i, uid, ref, _, required in inputs:
                 if uid in live or (not by_id and is_target(ref())):
@@ -498,30 +530,41 @@ class Tape:
                     needs[i] = required
             if needs is not None:
                 live.update(output_uids)
+                needs = tuple(needs) if True in needs else None
             node_needs.append(needs)
 
         grads = dict(init) if init else {}
         for o, seed in zip(outs, seeds):
             if seed is not None:
                 grads[o._uid] = seed if o._uid not in grads else arrays.add(grads[o._uid], seed)
-        for (op, ctx, n_inputs, inputs, output_uids), needs in zip(reversed(self._nodes), reversed(node_needs)):
-            for uid in output_uids:
-                if uid in grads:
-                    break
-            else:  # no gradient reached this node's outputs
-                continue
+        k = len(nodes)
+        while k:
+            k -= 1
+            op, ctx, n_inputs, inputs, output_uids = nodes[k]
+            if len(output_uids) == 1:
+                if output_uids[0] not in grads:
+                    continue
+            else:
+                for uid in output_uids:
+                    if uid in grads:
+                        break
+                else:  # no gradient reached this node's outputs
+                    continue
             for _, _, ref, version, _ in inputs:
                 t = ref()
                 if t is not None and t._version != version:
                     raise TapeError(f"Tape.backward: a tensor of shape {t.shape} used by {op.__name__} was "
                                     f"modified in place after the tape recorded it (version {version} -> "
                                     f"{t._version}); the gradient would be wrong. Modify a copy instead")
-            if needs is None or True not in needs:
+            needs = node_needs[k]
+            if needs is None:
                 continue
-            g_out = []
-            for uid in output_uids:
-                g_out.append(grads.get(uid) if uid in keep else grads.pop(uid, None))
-            ctx.needs_input_grad = tuple(needs)
+            if len(output_uids) == 1:
+                uid = output_uids[0]
+                g_out = [grads.get(uid) if uid in keep else grads.pop(uid, None)]
+            else:
+                g_out = [grads.get(uid) if uid in keep else grads.pop(uid, None) for uid in output_uids]
+            ctx.needs_input_grad = needs
             if op.accumulates:
                 # a checkpointed function: it continues the accumulation of its inputs' gradients itself, in
                 # the order the recorded operators would have (so that the sums are the same bits)
@@ -541,8 +584,8 @@ class Tape:
                 if g is not None and needs[i]:
                     grads[uid] = g if uid not in grads else arrays.add(grads[uid], g)
         if not retain:
-            for node in self._nodes:
-                node.ctx.saved_arrays = None
+            for node in nodes:
+                node[1].saved_arrays = None
             self._freed = True
         return grads
 

@@ -27,7 +27,13 @@ BackendInfo = namedtuple("BackendInfo", ["name", "available", "device", "reason"
 _probe_cache = {}
 _instances = {}
 _lock = threading.Lock()
-_state = threading.local()
+
+
+class _State(threading.local):
+    stack = None  # this thread's use_backend() stack (a list of names), None until the first use
+
+
+_state = _State()
 _default = {"name": None}
 
 
@@ -123,7 +129,8 @@ def _resolve(name):
 def get_backend(name=None):
     """The backend object called ``name``, or the active one when ``name`` is None."""
     if name is None:
-        name = current_backend_name()  # already resolved and available
+        stack = _state.stack
+        name = stack[-1] if stack else _default["name"] or current_backend_name()  # resolved and available
         inst = _instances.get(name)
         if inst is not None:
             return inst
@@ -142,7 +149,7 @@ def get_backend(name=None):
 
 def current_backend_name():
     """Name of the active backend (resolving ``auto`` and ``GPUDP_BACKEND`` on first use)."""
-    override = getattr(_state, "stack", None)
+    override = _state.stack
     if override:
         return override[-1]
     if _default["name"] is None:
@@ -162,7 +169,7 @@ def set_backend(name):
 def use_backend(name):
     """Context manager: ``with gpudp.use_backend("cpu"): ...`` (thread-local, nestable)."""
     resolved = _resolve(name)
-    stack = getattr(_state, "stack", None)
+    stack = _state.stack
     if stack is None:
         stack = _state.stack = []
     stack.append(resolved)

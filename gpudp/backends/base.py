@@ -58,6 +58,11 @@ class Backend:
         """Host NumPy float64 array of ``max |x|`` over the last axis of a 2-D array (a host sync)."""
         return np.abs(self.to_numpy(x)).max(axis=-1).astype(np.float64)
 
+    def max_abs(self, x):
+        """``max |x|`` over all of ``x`` as a Python float (NaN when ``x`` holds a NaN; a host sync): the value
+        :meth:`max_abs_per_row` gives for ``x`` as one row."""
+        return float(self.max_abs_per_row(self.ascontiguous(x).reshape(1, x.size))[0])
+
     # -- advection (gpudp.ops.advection) ----------------------------------------------------------------
     def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states, save_every=1, out=None,
                        states=None):
@@ -84,6 +89,17 @@ class Backend:
         given the previous call's ``grad_d`` as ``g`` (and ``need_d`` for all but the first segment) and,
         after the first call, its ``grad_u`` as ``gu``, gives bitwise the gradients of the single call."""
         raise NotImplementedError
+
+    def advect_launcher(self, coef, bc, shape3, ndim, dtype, size):
+        """Optional: an object whose ``forward(d, u, Bu, F, steps, save_states)`` and ``adjoint(g, states, u, Bu,
+        F, steps, need_d, need_u)`` return what :meth:`advect_forward` (with ``save_every = 1``) and
+        :meth:`advect_adjoint` (without ``gu``) return for these scalar arguments and ``size = Bu F N`` elements of
+        ``dtype``, taking arrays of any shape that hold the canonical layout in C order and giving ``out`` and
+        ``gd`` in the shape of ``d`` (or ``g``) and ``gu`` in that of ``u``; ``forward`` returns a third value,
+        ``max |u|`` as :meth:`max_abs` gives it where the attribute ``max_abs_u`` is true, else None. ``None`` (the
+        default): the operator calls the two methods. A backend whose per-call set-up costs more than its
+        kernels' launch provides one."""
+        return None
 
     # -- staggered difference operators and the Poisson solve (gpudp.ops.difference / poisson) -----------
     #

@@ -25,31 +25,43 @@ class AdvectUpwind(Operator):
     """The monolithic ``T``-step upwind advection operator; inputs ``(d, u)``."""
 
     @staticmethod
-    def forward(ctx, d, u, *, dt, grid, steps, backend, layout, checkpoints=None):
-        Bu, F, D, N = layout
-        shape3, ndim, bc = V.padded(grid)
-        coef = (0.0,) * (3 - ndim) + tuple([dt / h for h in grid.spacing])
-        dc = backend.ascontiguous(d).reshape(Bu, F, N)
-        uc = backend.ascontiguous(u).reshape(Bu, D, N)
-        need_u = ctx.needs_input_grad[1]
+    def forward(ctx, d, u, *, plan):
+        # plan: (coef, bc, shape3, ndim, launcher) of the grid, dt, dtype and size (see _grid_plan), steps, the
+        # segment length of the checkpoints (None: every state), the backend, the layout (Bu, F, D, N) and
+        # (dt, grid) when the CFL check is left to this call (with the max |u| of the launcher's kernel)
+        (coef, bc, shape3, ndim, launcher), steps, L, backend, (Bu, F, D, N), cfl = plan
+        need_d, need_u = ctx.needs_input_grad
         save_states = need_u and steps > 1
         # checkpointed: only d^0, d^L, d^2L, … (L = ceil(T / c)) are kept
-        L = _checkpoints.segment_length(steps, checkpoints) if save_states else None
-        out, states = backend.advect_forward(dc, uc, coef, bc, shape3, ndim, steps, save_states, L or 1)
+        if not save_states:
+            L = None
+        if launcher is not None and L is None:
+            out, states, umax = launcher.forward(d, u, Bu, F, steps, save_states)
+            if cfl is not None and not umax * cfl[0] / cfl[1].spacing[0] <= 1.0:  # (as _check_cfl computes it)
+                _check_cfl(backend, u, plan[4], cfl[0], cfl[1])  # raises the error
+        else:
+            dc = backend.ascontiguous(d).reshape(Bu, F, N)
+            uc = backend.ascontiguous(u).reshape(Bu, D, N)
+            out, states = backend.advect_forward(dc, uc, coef, bc, shape3, ndim, steps, save_states, L or 1)
+            out = out.reshape(d.shape)
         if need_u:
-            ctx.save_for_backward(u, states if steps > 1 else d)
-        elif ctx.needs_input_grad[0]:
-            ctx.save_for_backward(u, None)
-        ctx.params = (coef, bc, shape3, ndim, steps, L, backend, layout, tuple(d.shape))
-        return out.reshape(d.shape)
+            ctx.saved_arrays = (u, states if steps > 1 else d)
+        elif need_d:
+            ctx.saved_arrays = (u, None)
+        ctx.params = (plan, L, d.shape)
+        return out
 
     @staticmethod
     def backward(ctx, g):
-        coef, bc, shape3, ndim, steps, L, backend, (Bu, F, D, N), d_shape = ctx.params
+        ((coef, bc, shape3, ndim, launcher), steps, _, backend, (Bu, F, D, N), _), L, d_shape = ctx.params
         u, states = ctx.saved
         need_d, need_u = ctx.needs_input_grad
         if g is None or not (need_d or need_u):
             return None, None
+        if launcher is not None and L is None and type(g) is type(u) and g.dtype == launcher.dtype:
+            # every state stored (steps > 1), or d itself (one step): the launcher takes them as they are
+            gd, gu = launcher.adjoint(g, states, u, Bu, F, steps, need_d, need_u)
+            return (gd.reshape(d_shape) if need_d else None), gu
         gc = backend.ascontiguous(g).reshape(Bu, F, N)
         uc = backend.ascontiguous(u).reshape(Bu, D, N)
         if need_u and L is not None:
@@ -63,8 +75,8 @@ class AdvectUpwind(Operator):
             gd, gu = _checkpoints.adjoint(gc, states, steps, L, buffer, recompute, adjoint, need_d)
         else:
             st = None
-            if need_u:
-                st = backend.ascontiguous(states).reshape(steps, Bu, F, N)
+            if need_u:  # (steps > 1: the states the kernel saved, already in its layout; else d itself)
+                st = states if steps > 1 else backend.ascontiguous(states).reshape(1, Bu, F, N)
             gd, gu = backend.advect_adjoint(gc, st, uc, coef, bc, shape3, ndim, steps, need_d, need_u)
         return (gd.reshape(d_shape) if need_d else None), (gu.reshape(u.shape) if need_u else None)
 
@@ -106,12 +118,18 @@ def advect_upwind(d, u, dt, grid, steps=1, check_cfl=True, checkpoints=None):
         dt = V.check_scalar(_FN, "dt", dt, nonnegative=True)
     if type(steps) is not int or steps < 1:
         steps = V.check_int(_FN, "steps", steps, 1)
+    L = None
     if checkpoints is not None:
-        checkpoints = _checkpoints.check(_FN, checkpoints)
+        L = _checkpoints.segment_length(steps, _checkpoints.check(_FN, checkpoints))
+    geom = _grid_plan(backend, grid, dt, ua.dtype, layout)
+    cfl = None
     if check_cfl:
-        _check_cfl(backend, ua, layout, dt, grid)
-    return AdvectUpwind.apply(d, u, dt=dt, grid=grid, steps=steps, backend=backend, layout=layout,
-                              checkpoints=checkpoints)
+        launcher = geom[4]
+        if launcher is not None and launcher.max_abs_u and layout[0] == 1 and L is None:
+            cfl = (dt, grid)  # one velocity field: the forward kernel computes max |u|, forward() checks it
+        else:
+            _check_cfl(backend, ua, layout, dt, grid)
+    return AdvectUpwind.apply(d, u, plan=(geom, steps, L, backend, layout, cfl))
 
 
 _INF = float("inf")
@@ -126,7 +144,7 @@ _LAYOUTS_MAX = 256
 def _layout(backend, grid, da, ua):
     """``(Bu, F, D, N)`` of the arrays ``d`` and ``u`` on ``grid``, after checking their types and shapes."""
     try:
-        key = (backend, type(grid), grid.shape, type(da), type(ua), da.dtype, ua.dtype, da.shape, ua.shape)
+        key = (backend, type(grid), grid._shape, type(da), type(ua), da.dtype, ua.dtype, da.shape, ua.shape)
         layout = _LAYOUTS.get(key)
     except (AttributeError, TypeError):  # not a grid and arrays: the checks below say which
         key = layout = None
@@ -169,8 +187,35 @@ def _layout(backend, grid, da, ua):
     return layout
 
 
+def _grid_plan(backend, grid, dt, dtype, layout):
+    """``(coef, bc, shape3, ndim, launcher)``: the coefficients ``Δt / Δx_a`` per padded axis (0 on padded axes),
+    the padded grid and the backend's launcher for them (``Backend.advect_launcher``; None: the operator calls
+    ``advect_forward`` and ``advect_adjoint``)."""
+    # kept on the grid (a grid is immutable), by (backend, dt, dtype, layout)
+    plans = grid._advect_plans
+    if plans is None:
+        plans = grid._advect_plans = {}
+    key = (backend, dt, dtype, layout)
+    found = plans.get(key) if dt else None  # (dt = -0.0 and 0.0 differ in the sign of coef: not cached)
+    if found is None:
+        shape3, ndim, bc = V.padded(grid)
+        coef = (0.0,) * (3 - ndim) + tuple([dt / h for h in grid.spacing])
+        Bu, F, _, N = layout
+        found = (coef, bc, shape3, ndim, backend.advect_launcher(coef, bc, shape3, ndim, dtype, Bu * F * N))
+        if dt:
+            if len(plans) >= _LAYOUTS_MAX:
+                plans.clear()
+            plans[key] = found
+    return found
+
+
 def _check_cfl(backend, u, layout, dt, grid):
     Bu, _, D, N = layout
+    if Bu == 1 and D == 1:
+        # one velocity field on a 1-D grid: max |u| as a Python float (the same value max_abs_per_row gives)
+        cfl = backend.max_abs(u) * dt / grid.spacing[0]
+        if cfl <= 1.0:
+            return
     umax = backend.max_abs_per_row(backend.ascontiguous(u).reshape(Bu * D, N))
     if Bu == 1:
         # one velocity field: its D maxima as Python floats, cheaper than NumPy calls (same arithmetic)

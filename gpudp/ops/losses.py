@@ -18,18 +18,17 @@ class L2Loss(Operator):
         else:
             r = arrays.apply(lambda xp, a, b: a - b, x, y)
             loss = arrays.apply(lambda xp, a: xp.asarray((a * a).sum() * scale, dtype=a.dtype), r)
-        ctx.save_for_backward(r)
-        ctx.scale = scale
-        ctx.compiled = compiled
+        ctx.saved_arrays = (r,)
+        ctx.params = (scale, compiled)
         return loss
 
     @staticmethod
     def backward(ctx, g):
         (r,) = ctx.saved
-        s = ctx.scale
+        s, compiled = ctx.params
         # the compiled path's residual is a small contiguous array; a 0-d NumPy g is contiguous
-        if ctx.compiled is not None and type(g) is np.ndarray and g.dtype == r.dtype:
-            gx = ctx.compiled.l2_backward(r, g, s)
+        if compiled is not None and type(g) is np.ndarray and g.dtype == r.dtype:
+            gx = compiled.l2_backward(r, g, s)
         else:
             gx = arrays.apply(lambda xp, a, b: (2 * s) * b * a, r, g)
         nx, ny = ctx.needs_input_grad

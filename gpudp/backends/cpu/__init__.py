@@ -46,6 +46,7 @@ class CpuBackend(Backend):
     ascontiguous = staticmethod(np.ascontiguousarray)
 
     max_abs_per_row = staticmethod(advection.max_abs_rows)
+    max_abs = staticmethod(advection.max_abs)
 
     def advect_forward(self, d, u, coef, bc, shape3, ndim, steps, save_states, save_every=1, out=None,
                        states=None):
@@ -55,6 +56,11 @@ class CpuBackend(Backend):
     def advect_adjoint(self, g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, gu=None):
         self.launches["advect_adjoint_du" if need_u else "advect_adjoint_d"] += 1
         return advection.advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, gu)
+
+    def advect_launcher(self, coef, bc, shape3, ndim, dtype, size):
+        if dtype not in (np.float32, np.float64):
+            return None
+        return advection.Launcher(coef, bc, shape3, ndim, np.dtype(dtype), size, self.launches)
 
     def stag_divergence(self, faces, inv_dx, bc, shape3, ndim):
         self.launches["stag_divergence"] += 1

@@ -168,12 +168,6 @@ def _forward_row(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2):
     _forward_row_body(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2)
 
 
-@njit(cache=True)
-def _forward_row_1d(src, dst, u, r, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2):
-    """:func:`_forward_row_body` compiled for 1-D grids: the padded sizes are constants."""
-    _forward_row_body(src, dst, u, r, F, 1, 1, n2, 1, _ZERO, _ZERO, c2, 0, 0, b2)
-
-
 # -- adjoint ------------------------------------------------------------------------------------------------
 
 @njit(inline="always")
@@ -518,6 +512,26 @@ def _max_abs_small(x, out):
         out[r] = m
 
 
+@njit(cache=True)
+def _max_abs_flat(x):
+    """``max |x|`` of a 1-D array as a float64 (NaN when it has a NaN), as :func:`_max_abs_small` computes a row's."""
+    m = 0.0
+    for i in range(x.size):
+        a = abs(x[i])
+        if not a <= m:  # larger, or NaN
+            m = a
+            if a != a:
+                break
+    return m
+
+
+def max_abs(x):
+    """``max |x|`` over all of ``x`` as a Python float: the value :func:`max_abs_rows` gives for ``x`` as one row."""
+    if x.size < _PARALLEL_MIN_CELLS:
+        return _max_abs_flat(x.ravel())
+    return float(max_abs_rows(x.reshape(1, -1))[0])
+
+
 def max_abs_rows(x):
     """``max |x|`` over the last axis of a 2-D float array, as float64 (NaN where a row has a NaN): for large
     arrays one parallel read of ``x`` and no temporary (NumPy's ``abs`` then ``max`` writes and reads a
@@ -540,9 +554,11 @@ def max_abs_rows(x):
 #
 # The drivers call a row function (``row_fn``) per row, compiled once for any dimension. Small 1-D grids get
 # serial drivers of their own (on the 128-cell demo a step takes about a hundred nanoseconds, and overheads
-# that are nothing on large grids dominate): the forward one calls a row function with the padded sizes as
-# constants; the adjoint one is written out in full, with no array views and no helper taking arrays, since
-# each of those costs a pair of atomic reference-count updates, more than a step's arithmetic.
+# that are nothing on large grids dominate), written out in full with no row function and, on the paths of a
+# gradient (every state saved), no array views, since each view costs a pair of atomic reference-count
+# updates. Both compute what depends on the velocity alone (the same for every step) once per call: the
+# forward ``min(u, 0)`` and ``max(u, 0)``, the adjoint the products of ``c`` with them; the steps then use
+# these values in the arithmetic of the generic drivers, in the same order (so the same bits).
 
 @njit(inline="always")
 def _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every,
@@ -604,9 +620,100 @@ def _forward_serial(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c
                    _forward_row)
 
 
+@njit(inline="always")
+def _end_cell_1d(src, s, dst, o, M, P, ucell, i, n2, c2, b2):
+    """End cell ``i`` of a 1-D row (``src[s]`` to ``dst[o]``) with the ghost rules, as :func:`_forward_cell`
+    computes it (``M``, ``P``: ``min(u, 0)`` and ``max(u, 0)``)."""
+    v = src[s]
+    if i + 1 < n2:
+        up = src[s + 1]
+    elif b2 == 0:
+        up = src[s - (n2 - 1)]
+    elif b2 == 1:
+        up = _ZERO
+    else:
+        up = v
+    if i > 0:
+        lo = src[s - 1]
+    elif b2 == 0:
+        lo = src[s + (n2 - 1)]
+    elif b2 == 1:
+        lo = _ZERO
+    else:
+        lo = v
+    acc = _ZERO
+    acc += c2 * (M[ucell] * (up - v) + P[ucell] * (v - lo))
+    dst[o] = v - acc
+
+
+@njit(inline="always")
+def _row_1d(src, soff, dst, doff, M, P, base, ub, n2, c2, b2):
+    """One step of the 1-D row at ``base`` (velocity row at ``ub``): ``src[soff + base …]`` to
+    ``dst[doff + base …]``, the arithmetic of :func:`_forward_row_body` (interior) and :func:`_forward_cell` (ends)."""
+    if n2 < 3:
+        for i in range(n2):
+            _end_cell_1d(src, soff + base + i, dst, doff + base + i, M, P, ub + i, i, n2, c2, b2)
+        return
+    _end_cell_1d(src, soff + base, dst, doff + base, M, P, ub, 0, n2, c2, b2)
+    _end_cell_1d(src, soff + base + n2 - 1, dst, doff + base + n2 - 1, M, P, ub + n2 - 1, n2 - 1, n2, c2, b2)
+    # interior cells, unsigned indices (no negative-index wrap-around: LLVM vectorises the loop)
+    one = np.uint64(1)
+    sb = np.uint64(soff + base)
+    db = np.uint64(doff + base)
+    uu = np.uint64(ub)
+    for j in range(1, n2 - 1):
+        i = np.uint64(j)
+        v = src[sb + i]
+        dst[db + i] = v - c2 * (M[uu + i] * (src[sb + i + one] - v) + P[uu + i] * (v - src[sb + i - one]))
+
+
 def _forward_serial_1d(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every):
-    _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every,
-                   _forward_row_1d)
+    """:func:`_forward_steps` on a 1-D grid, serially: the ``Bu F`` rows of each step written out, with the
+    arithmetic of :func:`_forward_row_body` (interior cells) and :func:`_forward_cell` (end cells). With every
+    state saved, each step reads its state's slot of ``states`` and writes the next one (the last step ``out``):
+    no array views, whose reference counts cost more than a small step's arithmetic. Returns ``max |u|`` as a
+    float64 (NaN when ``u`` has a NaN), the value :func:`max_abs` gives."""
+    size = d.size
+    nu = Bu * n2
+    MP = np.empty(2 * nu, u.dtype)  # min(u, 0), max(u, 0)
+    umax = 0.0
+    for j in range(nu):
+        w = u[j]
+        MP[j] = min(w, _ZERO)
+        MP[nu + j] = max(w, _ZERO)
+        a = abs(w)
+        if a > umax or a != a:  # larger, or NaN (which then stays)
+            umax = a
+    M = MP[:nu]
+    P = MP[nu:]
+    rows = Bu * F
+    if save:  # states[t / every] = d^t: a step whose output is saved writes it into its slot
+        for j in range(size):
+            states[j] = d[j]
+    if save and every == 1:
+        for t in range(steps):
+            soff = t * size
+            if t + 1 < steps:
+                for r in range(rows):
+                    _row_1d(states, soff, states, soff + size, M, P, r * n2, (r // F if F > 1 else r) * n2, n2, c2, b2)
+            else:
+                for r in range(rows):
+                    _row_1d(states, soff, out, 0, M, P, r * n2, (r // F if F > 1 else r) * n2, n2, c2, b2)
+        return umax
+    buf = np.empty_like(d) if steps > 1 and (not save or every > 1) else out
+    src = d
+    for t in range(steps):
+        if t == steps - 1:
+            dst = out
+        elif save and (t + 1) % every == 0:
+            s = (t + 1) // every
+            dst = states[s * size:(s + 1) * size]
+        else:  # alternate between out and buf so that the last step lands in out (never the step's input)
+            dst = out if (steps - 1 - t) % 2 == 0 else buf
+        for r in range(rows):
+            _row_1d(src, 0, dst, 0, M, P, r * n2, (r // F if F > 1 else r) * n2, n2, c2, b2)
+        src = dst
+    return umax
 
 
 def _forward_parallel(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2, save, every):
@@ -636,6 +743,19 @@ def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0,
     W[:size] = g
     D = states if need_u else W
     c = c2
+    # c (min(u, 0) − max(u, 0)), c min(u, 0), c max(u, 0): the factors of the d-adjoint, the same for every step
+    # (u's dtype: advect_adjoint calls this driver only when u and g share it, so these are the values the
+    # generic drivers compute in each step)
+    nu = Bu * n2
+    K = np.empty(3 * nu, u.dtype)
+    for j in range(nu):
+        w = u[j]
+        K[j] = c * (min(w, _ZERO) - max(w, _ZERO))
+        K[nu + j] = c * min(w, _ZERO)
+        K[2 * nu + j] = c * max(w, _ZERO)
+    KA = K[0:nu]
+    KM = K[nu:2 * nu]
+    KP = K[2 * nu:3 * nu]
     one = np.uint64(1)
     cur = 0
     for k in range(steps):
@@ -647,34 +767,54 @@ def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0,
         for r in range(Bu):
             ub = r * n2
             # end cells (every cell of rows shorter than 3) with the ghost rules
-            for e in range(2 if n2 >= 3 else n2):
-                i = e if n2 < 3 or e == 0 else n2 - 1
-                lo, up = _end_neighbours(i, n2, b2)
-                w = u[ub + i]
-                acc = _ZERO
-                for f in range(F):
-                    fb = (r * F + f) * n2
-                    gv = W[cur + fb + i]
+            if F == 1 and b2 == 0 and n2 >= 3:
+                # one field on a periodic axis (the common case): the two end cells with their neighbours
+                # wrapped, the arithmetic of the general branch below without its tests
+                for e in range(2):
+                    i = 0 if e == 0 else n2 - 1
+                    lo = n2 - 1 if e == 0 else n2 - 2
+                    up = 1 if e == 0 else 0
+                    gv = W[cur + ub + i]
                     if need_g:
-                        s = c * (min(w, _ZERO) - max(w, _ZERO)) * gv
-                        if lo >= 0:
-                            s -= c * min(u[ub + lo], _ZERO) * W[cur + fb + lo]
-                        elif b2 == 2:
-                            s += c * max(w, _ZERO) * gv
-                        if up >= 0:
-                            s += c * max(u[ub + up], _ZERO) * W[cur + fb + up]
-                        elif b2 == 2:
-                            s -= c * min(w, _ZERO) * gv
-                        W[nxt + fb + i] = gv + s
+                        s = KA[ub + i] * gv
+                        s -= KM[ub + lo] * W[cur + ub + lo]
+                        s += KP[ub + up] * W[cur + ub + up]
+                        W[nxt + ub + i] = gv + s
                     if need_u:
-                        v = D[doff + fb + i]
-                        dup = D[doff + fb + up] if up >= 0 else (_ZERO if b2 == 1 else v)
-                        dlo = D[doff + fb + lo] if lo >= 0 else (_ZERO if b2 == 1 else v)
-                        acc += _gu_term(c, gv, w, dup, v, dlo)
-                if need_u:
-                    if not accumulate:
-                        gu[ub + i] = 0.0
-                    gu[ub + i] += acc
+                        acc = _ZERO
+                        acc += _gu_term(c, gv, u[ub + i], D[doff + ub + up], D[doff + ub + i], D[doff + ub + lo])
+                        if not accumulate:
+                            gu[ub + i] = 0.0
+                        gu[ub + i] += acc
+            else:
+                for e in range(2 if n2 >= 3 else n2):
+                    i = e if n2 < 3 or e == 0 else n2 - 1
+                    lo, up = _end_neighbours(i, n2, b2)
+                    w = u[ub + i]
+                    acc = _ZERO
+                    for f in range(F):
+                        fb = (r * F + f) * n2
+                        gv = W[cur + fb + i]
+                        if need_g:
+                            s = KA[ub + i] * gv
+                            if lo >= 0:
+                                s -= KM[ub + lo] * W[cur + fb + lo]
+                            elif b2 == 2:
+                                s += KP[ub + i] * gv
+                            if up >= 0:
+                                s += KP[ub + up] * W[cur + fb + up]
+                            elif b2 == 2:
+                                s -= KM[ub + i] * gv
+                            W[nxt + fb + i] = gv + s
+                        if need_u:
+                            v = D[doff + fb + i]
+                            dup = D[doff + fb + up] if up >= 0 else (_ZERO if b2 == 1 else v)
+                            dlo = D[doff + fb + lo] if lo >= 0 else (_ZERO if b2 == 1 else v)
+                            acc += _gu_term(c, gv, w, dup, v, dlo)
+                    if need_u:
+                        if not accumulate:
+                            gu[ub + i] = 0.0
+                        gu[ub + i] += acc
             if n2 < 3:
                 continue
             ubu = np.uint64(ub)
@@ -689,8 +829,8 @@ def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0,
                             i = np.uint64(j)
                             gv = W[gb + i]
                             w = u[ubu + i]
-                            W[ob + i] = gv + _gd_term(c, gv, w, u[ubu + i - one], W[gb + i - one], u[ubu + i + one],
-                                                      W[gb + i + one])
+                            W[ob + i] = gv + ((KA[ubu + i] * gv - KM[ubu + i - one] * W[gb + i - one])
+                                              + KP[ubu + i + one] * W[gb + i + one])
                             gu[ubu + i] = _gu_term(c, gv, w, D[db + i + one], D[db + i], D[db + i - one])
                     else:
                         for j in range(1, n2 - 1):
@@ -703,8 +843,8 @@ def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0,
                             i = np.uint64(j)
                             gv = W[gb + i]
                             w = u[ubu + i]
-                            W[ob + i] = gv + _gd_term(c, gv, w, u[ubu + i - one], W[gb + i - one], u[ubu + i + one],
-                                                      W[gb + i + one])
+                            W[ob + i] = gv + ((KA[ubu + i] * gv - KM[ubu + i - one] * W[gb + i - one])
+                                              + KP[ubu + i + one] * W[gb + i + one])
                             gu[ubu + i] += _gu_term(c, gv, w, D[db + i + one], D[db + i], D[db + i - one])
                     else:
                         for j in range(1, n2 - 1):
@@ -715,8 +855,8 @@ def _adjoint_serial_1d(g, states, u, gd, gu, steps, Bu, F, n0, n1, n2, ndim, c0,
                     for j in range(1, n2 - 1):
                         i = np.uint64(j)
                         gv = W[gb + i]
-                        W[ob + i] = gv + _gd_term(c, gv, u[ubu + i], u[ubu + i - one], W[gb + i - one],
-                                                  u[ubu + i + one], W[gb + i + one])
+                        W[ob + i] = gv + ((KA[ubu + i] * gv - KM[ubu + i - one] * W[gb + i - one])
+                                          + KP[ubu + i + one] * W[gb + i + one])
         cur = nxt
     if need_d:
         gd[:] = W[cur:cur + size]
@@ -772,25 +912,38 @@ def _setup(kind, coef, bc, shape3, ndim, dtype, size):
 # The arrays are contiguous: they are passed flat with ravel() (a view, cheaper than reshape(-1)), and new ones
 # come from np.empty (np.empty_like runs a Python dispatcher first).
 
+# A zero-size array per dtype for the array arguments a call does not use (never written: it has no elements).
+_NOTHING = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
+
+
+def _nothing(dtype):
+    found = _NOTHING.get(dtype)
+    return found if found is not None else np.empty(0, dtype)
+
+
 def advect_forward(d, u, coef, bc, shape3, ndim, steps, save_states, save_every=1, out=None, states=None):
-    Bu, F, N = d.shape
+    Bu, F, N = shape = d.shape
+    dtype = d.dtype
     if out is None:
-        out = np.empty(d.shape, d.dtype)
+        out = np.empty(shape, dtype)
     if not save_states:
-        states = np.empty(0, d.dtype)
+        states = _nothing(dtype)
     elif states is None:
-        states = np.empty(((steps + save_every - 1) // save_every,) + d.shape, d.dtype)
-    fwd, scalars = _setup("forward", coef, bc, shape3, ndim, d.dtype, d.size)
+        states = np.empty(((steps + save_every - 1) // save_every, Bu, F, N), dtype)
+    fwd, scalars = _setup("forward", coef, bc, shape3, ndim, dtype, Bu * F * N)
     fwd(d.ravel(), u.ravel(), out.ravel(), states.ravel(), steps, Bu, F, *scalars, save_states, save_every)
     return out, (states if save_states else None)
 
 
 def advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, gu=None):
-    Bu, F, N = g.shape
-    adj, scalars = _setup("adjoint", coef, bc, shape3, ndim, g.dtype, g.size)
-    nothing = np.empty(0, g.dtype)  # for the arrays a call does not use
+    Bu, F, N = shape = g.shape
+    dtype = g.dtype
+    adj, scalars = _setup("adjoint", coef, bc, shape3, ndim, dtype, Bu * F * N)
+    if adj is _adjoint_ser_1d and u.dtype != dtype:  # (the 1-D driver's velocity factors take u's dtype)
+        adj = _adjoint_ser
+    nothing = _nothing(dtype)  # for the arrays a call does not use
     # the 1-D driver writes gd only when it is wanted; the others use it as a buffer
-    gd = np.empty(g.shape, g.dtype) if need_d or adj is not _adjoint_ser_1d else nothing
+    gd = np.empty(shape, dtype) if need_d or adj is not _adjoint_ser_1d else nothing
     acc_u = need_u and gu is not None
     if not need_u:
         gu = nothing
@@ -799,3 +952,50 @@ def advect_adjoint(g, states, u, coef, bc, shape3, ndim, steps, need_d, need_u, 
     adj(g.ravel(), states.ravel() if need_u else nothing, u.ravel(), gd.ravel(), gu.ravel(), steps, Bu, F, *scalars,
         need_d, need_u, acc_u)
     return (gd if need_d else None), (gu if need_u else None)
+
+
+class Launcher:
+    """The 1-step-or-more forward and adjoint calls of :func:`advect_forward` and :func:`advect_adjoint` for one
+    set of scalar arguments (coefficients, boundary codes, padded shape, dtype and size), the drivers and their
+    scalars looked up once: what ``gpudp.ops.advection`` calls on every operator call.
+
+    The arrays may have any shape holding the canonical layout in C order (``d`` and ``g``: ``Bu F N`` elements,
+    ``u``: ``Bu D N``): they are passed flat (a copy where one is not C-contiguous), and the results come back in
+    the shapes of ``d`` (``out``, ``gd``) and ``u`` (``gu``). Results are those of the two functions."""
+
+    __slots__ = ("dtype", "launches", "max_abs_u", "_fwd", "_fwd_scalars", "_adj", "_adj_scalars")
+
+    def __init__(self, coef, bc, shape3, ndim, dtype, size, launches):
+        self.dtype = dtype
+        self.launches = launches
+        self._fwd, self._fwd_scalars = _setup("forward", coef, bc, shape3, ndim, dtype, size)
+        self._adj, self._adj_scalars = _setup("adjoint", coef, bc, shape3, ndim, dtype, size)
+        #: Whether :meth:`forward` returns ``max |u|`` (the value :func:`max_abs` gives) rather than None.
+        self.max_abs_u = self._fwd is _forward_ser_1d
+
+    def forward(self, d, u, Bu, F, steps, save_states):
+        """``(out, states or None, max |u| or None)``: ``steps`` steps of ``d`` (every state saved when
+        ``save_states``), and ``max |u|`` when :attr:`max_abs_u`."""
+        self.launches["advect_forward"] += 1
+        dtype = self.dtype
+        out = np.empty(d.shape, dtype)
+        if save_states:
+            states = np.empty((steps, Bu, F, out.size // (Bu * F)), dtype)
+        else:
+            states = _NOTHING[dtype]
+        umax = self._fwd(d.ravel(), u.ravel(), out.ravel(), states.ravel(), steps, Bu, F, *self._fwd_scalars,
+                         save_states, 1)
+        return out, (states if save_states else None), umax
+
+    def adjoint(self, g, states, u, Bu, F, steps, need_d, need_u):
+        """``(gd or None, gu or None)`` of ``steps`` steps (``states``: every state, or ``d`` for one step)."""
+        self.launches["advect_adjoint_du" if need_u else "advect_adjoint_d"] += 1
+        dtype = self.dtype
+        adj = self._adj
+        nothing = _NOTHING[dtype]
+        gd = np.empty(g.shape, dtype) if need_d or adj is not _adjoint_ser_1d else nothing
+        gu = np.empty(u.shape, dtype) if need_u else nothing
+        adj(g.ravel(), states.ravel() if need_u else nothing, u.ravel(), gd.ravel(), gu.ravel(), steps, Bu, F,
+            *self._adj_scalars, need_d, need_u, False)
+        return (gd if need_d else None), (gu if need_u else None)
+

@@ -118,7 +118,7 @@ def run(out_dir, quiet=False, config=None):
     batch = cfg.batch_size or -(-cfg.problems // cfg.workers)
     t_start = time.perf_counter()
     with LocalCluster(n_workers=cfg.workers, threads_per_worker=threads, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         client.run(_warm, kwargs, d0[:batch], target[:batch], u0[:batch])
         t_ready = time.perf_counter() - t_start
         t_dask = float("inf")

@@ -32,6 +32,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .difference import step_output
+
 # Cells per step below which the serial driver is used: the parallel region's start-up cost dominates small
 # problems such as the 128-cell demo.
 _PARALLEL_MIN_CELLS = 1 << 15
@@ -572,13 +574,7 @@ def _forward_steps(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1, c2
     buf = np.empty_like(d) if steps > 1 and (not save or every > 1) else out
     src = d
     for t in range(steps):
-        if t == steps - 1:
-            dst = out
-        elif save and (t + 1) % every == 0:
-            s = (t + 1) // every
-            dst = states[s * size:(s + 1) * size]
-        else:  # alternate between out and buf so that the last step lands in out (never the step's input)
-            dst = out if (steps - 1 - t) % 2 == 0 else buf
+        dst = step_output(t, steps, save, every, size, out, buf, states)
         for r in prange(rows):
             row = np.int64(r)  # one compiled signature (a parallel loop's index is unsigned)
             row_fn(src, dst, u, row, F, n0, n1, n2, ndim, c0, c1, c2, b0, b1, b2)
@@ -703,13 +699,7 @@ def _forward_serial_1d(d, u, out, states, steps, Bu, F, n0, n1, n2, ndim, c0, c1
     buf = np.empty_like(d) if steps > 1 and (not save or every > 1) else out
     src = d
     for t in range(steps):
-        if t == steps - 1:
-            dst = out
-        elif save and (t + 1) % every == 0:
-            s = (t + 1) // every
-            dst = states[s * size:(s + 1) * size]
-        else:  # alternate between out and buf so that the last step lands in out (never the step's input)
-            dst = out if (steps - 1 - t) % 2 == 0 else buf
+        dst = step_output(t, steps, save, every, size, out, buf, states)
         for r in range(rows):
             _row_1d(src, 0, dst, 0, M, P, r * n2, (r // F if F > 1 else r) * n2, n2, c2, b2)
         src = dst

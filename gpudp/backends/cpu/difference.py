@@ -37,6 +37,19 @@ def coords(idx, n1, n2):
 
 
 @njit(inline="always")
+def step_output(t, steps, save, every, size, out, buf, states):
+    """Where step ``t`` of a ``steps``-step rollout writes: ``out`` for the last step; the state's slot of
+    ``states`` (flat, ``size`` entries a slot) when ``save`` and step ``t + 1`` is a multiple of ``every``;
+    else ``out`` and ``buf`` in turn, so that the last step lands in ``out`` and never on its own input."""
+    if t == steps - 1:
+        return out
+    if save and (t + 1) % every == 0:
+        s = (t + 1) // every
+        return states[s * size:(s + 1) * size]
+    return out if (steps - 1 - t) % 2 == 0 else buf
+
+
+@njit(inline="always")
 def advance(i0, i1, i2, n1, n2):
     """The coordinates of the next flat index."""
     i2 += 1

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import mac_stencils
-from .difference import CHUNK, PARALLEL_MIN_CELLS, advance, coords
+from .difference import CHUNK, PARALLEL_MIN_CELLS, advance, coords, step_output
 
 _S = mac_stencils.build(njit(_nrt=False))            # every entry, with the ghost rules
 _I = mac_stencils.build(njit(_nrt=False), inside=True)  # entries one cell away from every boundary
@@ -237,13 +237,7 @@ def _cells_forward(q, u0, u1, u2, out, states, buf, steps, Bu, F, n0, n1, n2, b0
             first[j] = q[j]
     src = q
     for t in range(steps):
-        if t == steps - 1:
-            dst = out
-        elif save and (t + 1) % every == 0:
-            s = (t + 1) // every
-            dst = states[s * size:(s + 1) * size]
-        else:  # alternate between out and buf so that the last step lands in out (never the step's input)
-            dst = out if (steps - 1 - t) % 2 == 0 else buf
+        dst = step_output(t, steps, save, every, size, out, buf, states)
         for w_ in prange(Bu * F * nch):
             bf, start, end = _work(np.int64(w_), nch, chunk, N)
             b = bf // F

@@ -365,22 +365,15 @@ class Operator:
         out = cls.forward(ctx, *raw, **params)
         if tape._freed:
             raise TapeError(_FREED)
-        # the node (as _Node(cls, ctx, tensors, outputs) builds it, without the calls)
-        entries = []
-        i = 0
-        for t in tensors:
-            if t is not None:
-                entries.append((i, t._uid, _weakref(t), t._version, needs[i]))
-            i += 1
         if not isinstance(out, tuple):
             o = Tensor(out, True)
             o._node = True
-            tape._nodes.append((cls, ctx, i, entries, (o._uid,)))
+            tape._nodes.append(_Node(cls, ctx, tensors, (o,)))
             return o
         outs = tuple([Tensor(o, True) for o in out])
         for o in outs:
             o._node = True
-        tape._nodes.append((cls, ctx, i, entries, tuple([o._uid for o in outs])))
+        tape._nodes.append(_Node(cls, ctx, tensors, outs))
         return outs
 
 

@@ -7,7 +7,7 @@ upwind steps. Each is solved by plain gradient descent from the family's mean ve
 per iteration (the problems are independent, so the batch's gradient holds each problem's own gradient).
 
 The demo solves all problems twice: in this process as one batch (Numba using every core), and on a
-``dask.distributed.LocalCluster`` of worker processes (one thread each) through :func:`gpudp_dask.map_problems`,
+``dask.distributed.LocalCluster`` of worker processes (one thread each) through :func:`gpudp.dask.map_problems`,
 one batch per worker. It checks that both give bitwise equal velocities and losses and prints the throughput of
 both and the cluster's overhead (its time over the single process's, the best of ``repeats`` timings each; the
 cluster is started and its workers' kernels compiled before the clock starts). It writes ``many_losses.png``: per-problem losses before and after.

@@ -387,14 +387,19 @@ class SeedGradient(Case):
         target = gp.advect_upwind(d0, backend.asarray(u_true_h), SEED_DT, grid, steps=SEED_T)
         return gp, grid, d0, target, backend.asarray(u0_h)
 
-    def gpudp_impl(self, cfg, backend, env):
+    def _value_and_grad(self, backend, replay):
         gp, grid, d0, target, u0 = self._setup(backend)
 
         def loss(u):
             return gp.l2_loss(gp.advect_upwind(d0, u, SEED_DT, grid, steps=SEED_T), target)
 
-        vg = gp.value_and_grad(loss)
-        return Impl(lambda: vg(u0), _clock(backend), _host_sync(backend))
+        vg = gp.value_and_grad(loss, replay=replay)
+        return (lambda: vg(u0)), u0
+
+    def gpudp_impl(self, cfg, backend, env):
+        # replay=True: gpudp's counterpart of jax.jit (recorded twice, then replayed; the same bits)
+        fn, _ = self._value_and_grad(backend, True)
+        return Impl(fn, _clock(backend), _host_sync(backend))
 
     def _host_target(self):
         d0, u_true, u0 = seed_problem()
@@ -424,7 +429,54 @@ class SeedGradient(Case):
         return {"numpy" if env.kind == "cpu" else "cupy": xp_impl, "jax": jax_impl}
 
     def diagnostics(self, cfg, backend, env, timer):
-        """Split the gpudp time into the two kernel calls and everything else (validation, tape, losses)."""
+        """Split the gpudp time into the two kernel calls and everything else (tape, losses, allocation); time
+        the call without replay (``eager_s``); and time gpudp and JAX in alternating blocks (``paired_*``, see
+        :meth:`_paired`)."""
+        out = self._kernel_split(backend, timer)
+        eager, _ = self._value_and_grad(backend, False)
+        out["eager_s"] = timer(eager).median
+        try:
+            out.update(self._paired(cfg, backend, env))
+        except Unavailable as exc:
+            out["paired_unavailable"] = str(exc)
+        return out
+
+    def _paired(self, cfg, backend, env, rounds=9, calls=40):
+        """gpudp (with replay) and JAX timed in alternating blocks: per round, ``calls`` back-to-back calls of
+        each after 3 untimed ones (the order alternating between rounds); the median call time of each block,
+        and the median and smallest per-round ratio JAX / gpudp. Both see the same stretch of a machine whose
+        speed drifts, while each block runs warm as in the separate timings (single calls in alternation
+        would time each against the other's cache and thread-pool traffic)."""
+        fn, _ = self._value_and_grad(backend, True)
+        jax_impl = self.baselines(cfg, env)["jax"]()
+        sync = _host_sync(backend)
+
+        def gpudp_call():
+            fn()
+            if sync:
+                sync()
+
+        impls = (gpudp_call, jax_impl.fn)
+
+        def block(call):
+            for _ in range(3):
+                call()
+            ts = []
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                call()
+                ts.append(time.perf_counter() - t0)
+            return float(np.median(ts))
+
+        medians = ([], [])
+        for r in range(rounds):
+            for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+                medians[which].append(block(impls[which]))
+        ratios = sorted(j / g for g, j in zip(*medians))
+        return {"paired_gpudp_s": float(np.median(medians[0])), "paired_jax_s": float(np.median(medians[1])),
+                "paired_ratio": ratios[len(ratios) // 2], "paired_ratio_min": ratios[0], "paired_rounds": rounds}
+
+    def _kernel_split(self, backend, timer):
         gp, grid, d0, target, u0 = self._setup(backend)
         from gpudp.ops import _validate as V
         shape3, ndim, bc = V.padded(grid)

@@ -34,7 +34,7 @@ _SMOKE_DEMO_CONFIG = SmokeDemo().configs("cpu", "default")[0].label
 CPU_TARGETS = [
     ("advect_fwd_bw", "advect_fwd", "1024x1024 float32", "advect forward ≥ 80 % of copy bandwidth (2-D 1024², float32)"),
     ("advect_adj_bw", "advect_adj", "1024x1024 float32", "advect adjoint ≥ 60 % of copy bandwidth (2-D 1024², float32)"),
-    ("seed_vs_jax", "seed_grad", f"N=128 T=100 float64", "seed inverse problem value_and_grad ≥ 2× faster than JAX (jit over lax.scan)"),
+    ("seed_vs_jax", "seed_grad", f"N=128 T=100 float64", "seed inverse problem value_and_grad (replay=True) ≥ 2× faster than JAX (jit over lax.scan)"),
     ("cg_iter_model", "cg_iter", "1024x1024 float64", "one CG iteration within 2× of its byte-model time (1024², float64)"),
     ("pressure_demo", "project_grad", f"pressure demo 80x64 neumann float64 ({_DEMO_PRECONDITIONER})", "pressure-demo iteration (projection forward + backward, 80 × 64, tol 1e-5) ≤ 3 ms"),
     ("smoke_demo", "smoke_demo", _SMOKE_DEMO_CONFIG, "smoke-demo iteration (100 steps forward + backward, 64², obstacle) ≤ 0.55 s: the demo's 60 s for 100 iterations, set-up and figures"),
@@ -115,14 +115,28 @@ def evaluate_targets(records, probes):
                 row["detail"] = "JAX not measured (not installed?)"
                 continue
             ratio = j["median_s"] / g["median_s"]
-            row.update(measured=f"{ratio:.2f}× (gpudp {g['median_s'] * 1e6:.0f} µs, JAX {j['median_s'] * 1e6:.0f} µs)",
-                       goal="≥ 2×", status="met" if ratio >= 2 else "missed")
             dg = g.get("diagnostics") or {}
+            separate = f"{ratio:.2f}× (gpudp {g['median_s'] * 1e6:.0f} µs, JAX {j['median_s'] * 1e6:.0f} µs)"
+            if "paired_ratio" in dg:
+                # alternating blocks of calls: both see the same stretch of the machine (the fair ratio)
+                ratio = dg["paired_ratio"]
+                row.update(measured=f"{ratio:.2f}× in alternating blocks (gpudp {dg['paired_gpudp_s'] * 1e6:.0f} µs, "
+                                    f"JAX {dg['paired_jax_s'] * 1e6:.0f} µs; median of {dg['paired_rounds']} "
+                                    f"rounds, smallest {dg['paired_ratio_min']:.2f}×); timed apart {separate}")
+            else:
+                row.update(measured=separate)
+            row.update(goal="≥ 2×", status="met" if ratio >= 2 else "missed")
+            parts = []
             if "forward_kernel_s" in dg:
                 k = dg["forward_kernel_s"] + dg["adjoint_kernel_s"]
-                row["detail"] = (f"kernels {k * 1e6:.0f} µs (forward {dg['forward_kernel_s'] * 1e6:.0f}, adjoint "
-                                 f"{dg['adjoint_kernel_s'] * 1e6:.0f}); outside the kernels (validation, tape, "
-                                 f"loss, allocation) {max(g['median_s'] - k, 0) * 1e6:.0f} µs")
+                parts.append(f"kernels {k * 1e6:.0f} µs (forward {dg['forward_kernel_s'] * 1e6:.0f}, adjoint "
+                             f"{dg['adjoint_kernel_s'] * 1e6:.0f}); outside the kernels (loss, replay, allocation) "
+                             f"{max(g['median_s'] - k, 0) * 1e6:.0f} µs")
+            if "eager_s" in dg:
+                parts.append(f"without replay (fn run on a tape every call) {dg['eager_s'] * 1e6:.0f} µs, "
+                             f"{j['median_s'] / dg['eager_s']:.2f}× JAX")
+            if parts:
+                row["detail"] = "; ".join(parts)
         elif tid == "cg_iter_model":
             per_it = g["time_per_iteration_s"]
             n_cells = 1

@@ -316,6 +316,9 @@ class Operator:
     """
 
     accumulates = False   # True for nodes that continue their inputs' gradient sums (gpudp.checkpointing)
+    #: True when ``forward`` depends only on its inputs and parameters and raises every error that depends on
+    #: the input values itself: ``value_and_grad(..., replay=True)`` may then replay it (gpudp._replay).
+    replayable = False
 
     @staticmethod
     def forward(ctx, *inputs, **params):
@@ -356,12 +359,17 @@ class Operator:
             ctx = _Ctx()
             n = len(inputs)
             ctx.needs_input_grad = _NO_NEEDS[n] if n < 8 else (False,) * n
+            active = _active.tape
+            if active is not None and active._trace is not None:
+                return _traced(active, cls, ctx, tensors, raw, params, has_tensor, False)
             out = cls.forward(ctx, *raw, **params)
             if not has_tensor:
                 return out
             return tuple([Tensor(o) for o in out]) if isinstance(out, tuple) else Tensor(out)
         ctx = _Ctx()
         ctx.needs_input_grad = needs = tuple(needs)
+        if tape._trace is not None:
+            return _traced(tape, cls, ctx, tensors, raw, params, True, True)
         out = cls.forward(ctx, *raw, **params)
         if tape._freed:
             raise TapeError(_FREED)
@@ -377,6 +385,35 @@ class Operator:
         return outs
 
 
+def _traced(tape, cls, ctx, tensors, raw, params, has_tensor, record):
+    """``Operator.apply`` on a tape that notes every call (``value_and_grad(..., replay=True)``, see
+    gpudp._replay): the calls made directly by the traced function, recorded or not, are appended to
+    ``tape._trace`` with their raw inputs and parameters; calls made inside an operator's ``forward`` are
+    part of that operator."""
+    top = tape._depth == 0
+    tape._depth += 1
+    try:
+        out = cls.forward(ctx, *raw, **params)
+    finally:
+        tape._depth -= 1
+    many = isinstance(out, tuple)
+    if record:
+        if tape._freed:
+            raise TapeError(_FREED)
+        outs = tuple([Tensor(o, True) for o in out]) if many else (Tensor(out, True),)
+        for o in outs:
+            o._node = True
+        tape._nodes.append(_Node(cls, ctx, tensors, outs))
+    elif has_tensor:
+        outs = tuple([Tensor(o) for o in out]) if many else (Tensor(out),)
+    else:
+        outs = out if many else (out,)
+    res = outs if many else outs[0]
+    if top:
+        tape._trace.append((cls, tensors, raw, params, ctx.needs_input_grad, res))
+    return res
+
+
 class Tape:
     """Records operators applied inside ``with Tape() as tape:`` and differentiates them afterwards.
 
@@ -386,6 +423,8 @@ class Tape:
     """
 
     discovering = False   # True for the forward pass of a checkpointed function (gpudp.checkpointing)
+    _trace = None         # a list: every operator call is also noted there (gpudp._replay)
+    _depth = 0            # while noting: how many operators' forward passes are running
 
     def __init__(self):
         self._nodes = []

@@ -24,11 +24,13 @@ _FN = "advect_upwind"
 class AdvectUpwind(Operator):
     """The monolithic ``T``-step upwind advection operator; inputs ``(d, u)``."""
 
+    replayable = True  # (the CFL check, the one that reads the values, is part of forward)
+
     @staticmethod
     def forward(ctx, d, u, *, plan):
         # plan: (coef, bc, shape3, ndim, launcher) of the grid, dt, dtype and size (see _grid_plan), steps, the
         # segment length of the checkpoints (None: every state), the backend, the layout (Bu, F, D, N) and
-        # (dt, grid) when the CFL check is left to this call (with the max |u| of the launcher's kernel)
+        # (dt, grid) for the CFL check (None: no check)
         (coef, bc, shape3, ndim, launcher), steps, L, backend, (Bu, F, D, N), cfl = plan
         need_d, need_u = ctx.needs_input_grad
         save_states = need_u and steps > 1
@@ -36,10 +38,17 @@ class AdvectUpwind(Operator):
         if not save_states:
             L = None
         if launcher is not None and L is None:
+            # one velocity field on a 1-D grid: the kernel computes max |u|, checked after it (a failing check
+            # raises before anything is recorded)
+            after = cfl is not None and launcher.max_abs_u and Bu == 1
+            if cfl is not None and not after:
+                _check_cfl(backend, u, plan[4], cfl[0], cfl[1])
             out, states, umax = launcher.forward(d, u, Bu, F, steps, save_states)
-            if cfl is not None and not umax * cfl[0] / cfl[1].spacing[0] <= 1.0:  # (as _check_cfl computes it)
+            if after and not umax * cfl[0] / cfl[1].spacing[0] <= 1.0:  # (as _check_cfl computes it)
                 _check_cfl(backend, u, plan[4], cfl[0], cfl[1])  # raises the error
         else:
+            if cfl is not None:
+                _check_cfl(backend, u, plan[4], cfl[0], cfl[1])
             dc = backend.ascontiguous(d).reshape(Bu, F, N)
             uc = backend.ascontiguous(u).reshape(Bu, D, N)
             out, states = backend.advect_forward(dc, uc, coef, bc, shape3, ndim, steps, save_states, L or 1)
@@ -122,14 +131,7 @@ def advect_upwind(d, u, dt, grid, steps=1, check_cfl=True, checkpoints=None):
     if checkpoints is not None:
         L = _checkpoints.segment_length(steps, _checkpoints.check(_FN, checkpoints))
     geom = _grid_plan(backend, grid, dt, ua.dtype, layout)
-    cfl = None
-    if check_cfl:
-        launcher = geom[4]
-        if launcher is not None and launcher.max_abs_u and layout[0] == 1 and L is None:
-            cfl = (dt, grid)  # one velocity field: the forward kernel computes max |u|, forward() checks it
-        else:
-            _check_cfl(backend, ua, layout, dt, grid)
-    return AdvectUpwind.apply(d, u, plan=(geom, steps, L, backend, layout, cfl))
+    return AdvectUpwind.apply(d, u, plan=(geom, steps, L, backend, layout, (dt, grid) if check_cfl else None))
 
 
 _INF = float("inf")

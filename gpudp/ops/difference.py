@@ -108,6 +108,8 @@ def _faces(backend, arrs, B):
 class Divergence(Operator):
     """Faces → cells; inputs are the ``D`` face components."""
 
+    replayable = True
+
     @staticmethod
     def forward(ctx, *faces, grid, backend, lead):
         B = lead[0] if lead else 1
@@ -128,6 +130,8 @@ class Divergence(Operator):
 
 class SpatialGradient(Operator):
     """Cells → faces; one input, ``D`` outputs."""
+
+    replayable = True
 
     @staticmethod
     def forward(ctx, p, *, grid, backend, lead):
@@ -157,6 +161,8 @@ class SpatialGradient(Operator):
 
 class Laplace(Operator):
     """Cells → cells; symmetric, so its adjoint is itself."""
+
+    replayable = True
 
     @staticmethod
     def forward(ctx, p, *, grid, backend, lead):

@@ -35,6 +35,8 @@ def _shape(x):
 
 
 class Add(Operator):
+    replayable = True
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (_shape(a), _shape(b))
@@ -49,6 +51,8 @@ class Add(Operator):
 
 
 class Mul(Operator):
+    replayable = True
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a if ctx.needs_input_grad[1] else None, b if ctx.needs_input_grad[0] else None)
@@ -66,6 +70,8 @@ class Mul(Operator):
 
 
 class Div(Operator):
+    replayable = True
+
     @staticmethod
     def forward(ctx, a, b):
         out = arrays.apply(lambda xp, x, y: x / y, a, b) if arrays.is_array(a) else \
@@ -84,6 +90,8 @@ class Div(Operator):
 
 
 class Neg(Operator):
+    replayable = True
+
     @staticmethod
     def forward(ctx, a):
         return arrays.apply(lambda xp, x: -x, a)
@@ -94,6 +102,8 @@ class Neg(Operator):
 
 
 class Power(Operator):
+    replayable = True
+
     @staticmethod
     def forward(ctx, a, *, exponent):
         ctx.save_for_backward(a)
@@ -108,6 +118,8 @@ class Power(Operator):
 
 
 class Sum(Operator):
+    replayable = True
+
     @staticmethod
     def forward(ctx, a, *, axis=None):
         ctx.shape, ctx.axis = tuple(a.shape), axis
@@ -125,6 +137,8 @@ class Sum(Operator):
 
 
 class GetItem(Operator):
+    replayable = True
+
     @staticmethod
     def forward(ctx, a, *, index):
         ctx.shape, ctx.index = tuple(a.shape), index
@@ -152,6 +166,8 @@ def _cupy_add_at(xp, z, index, x):
 
 
 class Reshape(Operator):
+    replayable = True
+
     @staticmethod
     def forward(ctx, a, *, shape):
         ctx.shape = tuple(a.shape)

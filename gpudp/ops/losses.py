@@ -10,6 +10,8 @@ from ..tape import Operator, Tensor
 class L2Loss(Operator):
     """``Σ (x − y)²``; gradients ``2 (x − y)`` and ``−2 (x − y)``. Saves only the residual."""
 
+    replayable = True
+
     @staticmethod
     def forward(ctx, x, y, *, scale):
         compiled = _compiled(x, y)

@@ -16,8 +16,6 @@ outside gpudp operators, are those of the recorded calls.
 """
 from __future__ import annotations
 
-import threading
-
 from numpy import empty as _empty
 from numpy import ndarray as _ndarray
 
@@ -153,7 +151,7 @@ class Program:
 
 def build(trace, args, kwargs, leaves_by_arg, single, out, aux):
     """The :class:`Program` of one recorded call: ``trace`` as the tape noted it (per operator call: class, input
-    tensors, raw inputs, parameters, forward needs, output tensors), the call's arguments (the differentiated
+    tensors, raw inputs, parameters, forward needs, outputs, the input tensors' versions), the call's arguments (the differentiated
     ones replaced by their leaf tensors), ``leaves_by_arg`` (per differentiated argument: its leaf tensors and
     structure, None for one leaf), and the output and aux ``fn`` returned. Raises :class:`NotReplayable`."""
     flat, _ = _pytree.flatten((args, kwargs))
@@ -168,11 +166,14 @@ def build(trace, args, kwargs, leaves_by_arg, single, out, aux):
     consts, const_of = [], {}
     recorded = []
     n_outputs = 0
-    for cls, tensors, raw, params, needs, outs in trace:
+    for cls, tensors, raw, params, needs, outs, versions in trace:
         if not getattr(cls, "replayable", False):
             raise NotReplayable(f"operator {cls.__name__} does not support replay (replayable = False)")
         srcs = []
-        for t, r in zip(tensors, raw):
+        for t, r, version in zip(tensors, raw, versions):
+            # a tensor changed in place (through the Tensor API) while fn ran: replay would miss the change
+            if t is not None and (t._version != version or (version and where.get(id(t), ("a",))[0] == "o")):
+                raise NotReplayable("fn changes a tensor in place")
             v = t if t is not None else r
             src = where.get(id(v)) if t is not None or arrays.is_array(r) else None
             if src is None:  # a constant (each object once)
@@ -208,6 +209,9 @@ def build(trace, args, kwargs, leaves_by_arg, single, out, aux):
                   for cls, srcs, _, params, needs, n_out in recorded]
     if not isinstance(out, Tensor) or where.get(id(out), ("a",))[0] != "o":
         raise NotReplayable("the output is not computed by a recorded operator")
+    for v in [out] + (_pytree.flatten(aux)[0] if aux is not None else []):
+        if isinstance(v, Tensor) and v._version and where.get(id(v), ("a",))[0] == "o":
+            raise NotReplayable("fn changes a tensor in place")
     prog.out = index_of(out, "the output")
     prog.aux = None
     if aux is not None:
@@ -244,29 +248,29 @@ def build(trace, args, kwargs, leaves_by_arg, single, out, aux):
 
 
 class Cache:
-    """Per ``value_and_grad(..., replay=True)`` function: the state of each signature."""
+    """Per ``value_and_grad(..., replay=True)`` function: the state of each signature, ``("candidate", program,
+    mismatches)``, ``("replay", program)`` or ``("no", reason)``. A pickled copy starts empty (programs hold
+    arrays and kernel launchers of this process)."""
 
     def __init__(self):
         self._states = {}
-        self._lock = threading.Lock()
+
+    def __reduce__(self):
+        return (Cache, ())
 
     def get(self, key):
-        state = self._states.get(key)
-        return state
+        return self._states.get(key)
 
     def put(self, key, state):
-        with self._lock:
-            if key not in self._states and len(self._states) >= _MAX_SIGNATURES:
-                self._states.clear()
-            self._states[key] = state
+        states = self._states
+        if key not in states and len(states) >= _MAX_SIGNATURES:
+            states.clear()
+        states[key] = state
 
     def info(self):
-        """Per signature: ``"replaying"``, ``"recording"`` or the reason it runs ``fn`` every time."""
-        out = {}
-        for key, state in list(self._states.items()):
-            kind = state[0]
-            out[key] = "replaying" if kind == "replay" else "recording" if kind == "candidate" else state[1]
-        return out
+        """Per signature key: ``"replaying"``, ``"recording"`` or why ``fn`` runs every time."""
+        return {key: "replaying" if state[0] == "replay" else "recording" if state[0] == "candidate" else state[1]
+                for key, state in list(self._states.items())}
 
 
 def active_tape():

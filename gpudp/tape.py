@@ -410,7 +410,8 @@ def _traced(tape, cls, ctx, tensors, raw, params, has_tensor, record):
         outs = out if many else (out,)
     res = outs if many else outs[0]
     if top:
-        tape._trace.append((cls, tensors, raw, params, ctx.needs_input_grad, res))
+        versions = tuple([t._version if t is not None else None for t in tensors])
+        tape._trace.append((cls, tensors, raw, params, ctx.needs_input_grad, res, versions))
     return res
 
 

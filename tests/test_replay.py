@@ -240,3 +240,45 @@ def test_difference_operators_replay(backend):
         v2, g2 = fast(p)
         assert _same(v1, v2) and _same(g1, g2)
     assert list(fast.replay_info().values()) == ["replaying"]
+
+
+def test_a_replaying_function_pickles_with_cloudpickle_and_starts_afresh():
+    cloudpickle = pytest.importorskip("cloudpickle")
+    grid = gpudp.Grid(N, spacing=1.0 / N, boundary="periodic")
+    d0 = np.linspace(0.0, 1.0, N)
+    target = d0[::-1].copy()
+    vg = gpudp.value_and_grad(lambda u: gpudp.l2_loss(gpudp.advect_upwind(d0, u, DT, grid, steps=T), target),
+                              replay=True)
+    u = np.full((1, N), 0.3)
+    for _ in range(3):
+        ref = vg(u)
+    copy = cloudpickle.loads(cloudpickle.dumps(vg))
+    assert copy.replay_info() == {}
+    for _ in range(3):
+        got = copy(u)
+    assert _same(ref[0], got[0]) and _same(ref[1], got[1])
+    assert list(copy.replay_info().values()) == ["replaying"]
+
+
+def test_a_tensor_changed_in_place_inside_fn_is_never_replayed(backend):
+    grid, d0, target = _setup(backend)
+    u = _velocities(backend, 1)[0]
+
+    def shifted_before_use(u):
+        d = gpudp.advect_upwind(d0, u, DT, grid, steps=T)
+        d += 1.0  # (through the Tensor API: a new array under the same tensor)
+        return gpudp.l2_loss(d, target)
+
+    def loss_changed(u):
+        loss = gpudp.l2_loss(gpudp.advect_upwind(d0, u, DT, grid, steps=T), target)
+        loss *= 2.0
+        return loss
+
+    for fn in (shifted_before_use, loss_changed):
+        vg = gpudp.value_and_grad(fn, replay=True)
+        ref = gpudp.value_and_grad(fn)(u)
+        for _ in range(3):
+            got = vg(u)
+            assert _same(ref[0], got[0]) and _same(ref[1], got[1])
+        (state,) = vg.replay_info().values()
+        assert "in place" in state

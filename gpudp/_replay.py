@@ -80,7 +80,7 @@ class Program:
     ``consts`` (values appended after the arguments' leaves), the output and aux indices, the backward
     schedule, and the leaf indices and structures of the differentiated arguments."""
 
-    __slots__ = ("steps", "consts", "n_args", "out", "aux", "backward", "sources", "structures", "single")
+    __slots__ = ("steps", "consts", "out", "aux", "backward", "sources", "structures", "single")
 
     def __init__(self):
         self.aux = None
@@ -203,7 +203,6 @@ def build(trace, args, kwargs, leaves_by_arg, single, out, aux):
         return index(src)
 
     prog = Program()
-    prog.n_args = n
     prog.consts = consts
     prog.steps = [(cls, tuple([index(s) for s in srcs]), params, needs, n_out)
                   for cls, srcs, _, params, needs, n_out in recorded]
@@ -268,9 +267,24 @@ class Cache:
         states[key] = state
 
     def info(self):
-        """Per signature key: ``"replaying"``, ``"recording"`` or why ``fn`` runs every time."""
-        return {key: "replaying" if state[0] == "replay" else "recording" if state[0] == "candidate" else state[1]
-                for key, state in list(self._states.items())}
+        """Per signature (described as ``"backend: argument, …"``): ``"replaying"``, ``"recording"`` or why ``fn``
+        runs every time."""
+        return {describe(key): "replaying" if state[0] == "replay" else "recording" if state[0] == "candidate"
+                else state[1] for key, state in list(self._states.items())}
+
+
+def describe(key):
+    """A signature key as text: the backend's name and, per argument leaf, ``dtype[shape]`` (``Tensor(…)`` for
+    a tensor) or the value."""
+    backend, leaves = key[0], (key[1:] if len(key) == 2 else key[2])
+
+    def one(leaf):
+        if leaf[0] is Tensor:
+            return f"Tensor({leaf[4]}[{', '.join(map(str, leaf[3]))}])"
+        if len(leaf) == 4:
+            return f"{leaf[2]}[{', '.join(map(str, leaf[1]))}]"
+        return repr(leaf[1])
+    return f"{getattr(backend, 'name', backend)}: " + ", ".join(one(leaf) for leaf in leaves)
 
 
 def active_tape():

@@ -282,3 +282,45 @@ def test_a_tensor_changed_in_place_inside_fn_is_never_replayed(backend):
             assert _same(ref[0], got[0]) and _same(ref[1], got[1])
         (state,) = vg.replay_info().values()
         assert "in place" in state
+
+
+@pytest.mark.parametrize("obstacle", [False, True])
+def test_a_pressure_projection_loss_replays_and_raises_its_value_errors(backend, obstacle):
+    shape = backend.small((8, 6))
+    solid = None
+    if obstacle:
+        solid = np.zeros(shape, bool)
+        solid[shape[0] // 2, shape[1] // 2] = True
+    grid = gpudp.Grid(shape, spacing=1.0, boundary=("neumann", "periodic"), solid=solid)
+    rng = np.random.default_rng(6)
+    target = tuple(backend.asarray(rng.standard_normal(grid.face_shape(k))) for k in range(2))
+
+    def loss(ux, uy):
+        px, py = gpudp.project((ux, uy), grid, tol=1e-10)
+        return ((px - target[0]) ** 2).sum() + ((py - target[1]) ** 2).sum()
+
+    eager = gpudp.value_and_grad(loss, argnums=(0, 1))
+    fast = gpudp.value_and_grad(loss, argnums=(0, 1), replay=True)
+    for k in range(4):
+        u = tuple(backend.asarray(rng.standard_normal(grid.face_shape(a))) for a in range(2))
+        v1, g1 = eager(*u)
+        v2, g2 = fast(*u)
+        assert _same(v1, v2) and all(_same(a, b) for a, b in zip(g1, g2))
+    assert list(fast.replay_info().values()) == ["replaying"]
+    bad = backend.to_numpy(u[0])
+    bad.flat[bad.size // 2 + 1] = np.nan  # (an interior face: walls are zeroed)
+    with pytest.raises(ValueError, match="non-finite"):
+        fast(backend.asarray(bad), u[1])
+
+
+def test_a_solve_that_fails_raises_when_replayed(backend):
+    grid = gpudp.Grid(backend.small((8, 8)), spacing=1.0, boundary="dirichlet")
+    rng = np.random.default_rng(8)
+    vg = gpudp.value_and_grad(
+        lambda b: (gpudp.poisson_solve(b, grid, tol=1e-3, maxiter=3, preconditioner="none") ** 2).sum(), replay=True)
+    easy = backend.asarray(np.zeros(grid.shape))
+    for _ in range(3):
+        vg(easy)  # (b = 0: x = 0 at once)
+    assert list(vg.replay_info().values()) == ["replaying"]
+    with pytest.raises(gpudp.SolveError, match="did not converge"):
+        vg(backend.asarray(rng.standard_normal(grid.shape)))

@@ -211,6 +211,8 @@ class MaskFaces(Operator):
     """Face component ``axis`` (shape ``grid.face_shape(axis)``, optionally batched) times the open-face mask:
     keeps the open faces, zeroes the closed ones. Self-adjoint; saves nothing."""
 
+    replayable = True
+
     @staticmethod
     def forward(ctx, u, *, grid, axis, backend):
         ctx.params = (grid, axis, backend)

@@ -70,6 +70,16 @@ class _Solver:
         self.grid, self.backend, self.tol, self.maxiter = grid, backend, tol, maxiter
         self.preconditioner, self.check_every, self.throw = preconditioner, check_every, throw
 
+    def _config(self):
+        return (self.grid, id(self.backend), self.tol, self.maxiter, self.preconditioner, self.check_every,
+                self.throw)
+
+    def __eq__(self, other):  # (two solvers of one configuration solve alike: a replayed program may use either)
+        return type(other) is _Solver and self._config() == other._config()
+
+    def __hash__(self):
+        return hash(self._config())
+
     def __call__(self, rhs, x0, lead, what):
         grid, backend = self.grid, self.backend
         B = lead[0] if lead else 1
@@ -99,8 +109,14 @@ class _Solver:
 class PoissonSolve(Operator):
     """``x = L⁺ b``; one differentiable input ``b``. ``x0`` is a static start value (no gradient)."""
 
+    replayable = True  # (the checks of the values, finite b and x0 and convergence, are part of forward)
+
     @staticmethod
     def forward(ctx, b, *, x0, solver, lead):
+        B = lead[0] if lead else 1
+        _check_finite(solver.backend, "b", b, B, solver.grid)
+        if x0 is not None:
+            _check_finite(solver.backend, "x0", x0, B, solver.grid)
         x = solver(b, x0, lead, "")
         ctx.params = (solver, lead)
         return x
@@ -186,15 +202,12 @@ def poisson_solve(b, grid, tol=1e-6, maxiter=None, x0=None, preconditioner="auto
         check_every = DEFAULT_CHECK_EVERY
     check_every = V.check_int(_FN, "check_every", check_every, 1)
     preconditioner = resolve_preconditioner(_FN, preconditioner, grid)
-    B = lead[0] if lead else 1
-    _check_finite(backend, "b", ba, B, grid)
     x0a = None
     if x0 is not None:
         x0a = V.check_array(_FN, "x0", x0, backend)
         if tuple(x0a.shape) != tuple(ba.shape):
             raise V.shape_error(_FN, "x0", x0a.shape, f"the shape of b, {tuple(ba.shape)}")
         V.check_same_dtype(_FN, b=ba, x0=x0a)
-        _check_finite(backend, "x0", x0a, B, grid)
     solver = _Solver(grid, backend, tol, maxiter, preconditioner, check_every, bool(throw))
     x = PoissonSolve.apply(b, x0=x0a, solver=solver, lead=lead)
     return (x, last_solve_info()) if return_info else x

@@ -46,6 +46,8 @@ def _zero_walls(axis):
 class ZeroWalls(Operator):
     """Sets the first and last faces along ``axis`` (an array axis) to 0; self-adjoint, saves nothing."""
 
+    replayable = True
+
     @staticmethod
     def forward(ctx, u, *, axis):
         ctx.axis = axis

@@ -288,4 +288,6 @@ def describe(key):
 
 
 def active_tape():
+    """The tape recording in this thread, or None (reached through this module so that the functions
+    ``value_and_grad`` returns pickle: a closure naming the thread-local itself would not)."""
     return _active.tape

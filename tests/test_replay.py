@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gpudp
-from gpudp import Operator, Tensor
+from gpudp import Operator
 
 N, T, DT = 32, 12, 0.5 / 32
 
@@ -31,6 +31,19 @@ def _same(a, b):
 def _velocities(backend, k, n=N, dtype=np.float64, seed=0):
     rng = np.random.default_rng(seed)
     return [backend.asarray(rng.uniform(-0.9, 0.9, (1, n)), dtype=dtype) for _ in range(k)]
+
+
+def _seed_loss(d0, grid, target):
+    return lambda u: gpudp.l2_loss(gpudp.advect_upwind(d0, u, DT, grid, steps=T), target)
+
+
+def _replaying(fn, *args):
+    """``value_and_grad(fn, replay=True)`` after three calls on ``args`` (two recorded, one replayed)."""
+    vg = gpudp.value_and_grad(fn, replay=True)
+    for _ in range(3):
+        vg(*args)
+    assert list(vg.replay_info().values()) == ["replaying"]
+    return vg
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -61,12 +74,8 @@ def test_seed_problem_replays_with_the_bits_of_recorded_calls(backend, dtype):
 
 def test_replay_raises_the_cfl_error_and_stays_usable(backend):
     grid, d0, target = _setup(backend)
-    vg = gpudp.value_and_grad(lambda u: gpudp.l2_loss(gpudp.advect_upwind(d0, u, DT, grid, steps=T), target),
-                              replay=True)
     u = _velocities(backend, 1)[0]
-    for _ in range(3):
-        vg(u)
-    assert list(vg.replay_info().values()) == ["replaying"]
+    vg = _replaying(_seed_loss(d0, grid, target), u)
     fast_u = backend.asarray(np.full((1, N), 40.0))
     with pytest.raises(gpudp.StabilityError, match="CFL"):
         vg(fast_u)
@@ -74,7 +83,7 @@ def test_replay_raises_the_cfl_error_and_stays_usable(backend):
     with pytest.raises(ValueError, match="non-finite"):
         vg(nan_u)
     # still replaying, with the right answer
-    ref = gpudp.value_and_grad(lambda u: gpudp.l2_loss(gpudp.advect_upwind(d0, u, DT, grid, steps=T), target))(u)
+    ref = gpudp.value_and_grad(_seed_loss(d0, grid, target))(u)
     got = vg(u)
     assert _same(ref[0], got[0]) and _same(ref[1], got[1])
 
@@ -127,11 +136,8 @@ def test_a_composite_loss_with_aux_and_several_arguments_replays_exactly(backend
 
 def test_a_new_signature_is_recorded_with_the_argument_checks(backend):
     grid, d0, target = _setup(backend)
-    vg = gpudp.value_and_grad(lambda u: gpudp.l2_loss(gpudp.advect_upwind(d0, u, DT, grid, steps=T), target),
-                              replay=True)
     u = _velocities(backend, 1)[0]
-    for _ in range(3):
-        vg(u)
+    vg = _replaying(_seed_loss(d0, grid, target), u)
     with pytest.raises(gpudp.ShapeError, match="u"):
         vg(backend.asarray(np.zeros((1, N + 1))))
     with pytest.raises(TypeError, match="dtype"):
@@ -197,11 +203,8 @@ def test_fn_runs_every_time_when_replay_would_not_be_faithful(backend):
 
 def test_replay_inside_a_recording_tape_is_the_same_error(backend):
     grid, d0, target = _setup(backend)
-    vg = gpudp.value_and_grad(lambda u: gpudp.l2_loss(gpudp.advect_upwind(d0, u, DT, grid, steps=T), target),
-                              replay=True)
     u = _velocities(backend, 1)[0]
-    for _ in range(3):
-        vg(u)
+    vg = _replaying(_seed_loss(d0, grid, target), u)
     with gpudp.Tape():
         with pytest.raises(gpudp.TapeError, match="nested"):
             vg(u)
@@ -211,14 +214,10 @@ def test_constants_are_read_on_every_replayed_call(backend):
     # an array fn reads from outside (the same object) is read again: changed in place, the result follows
     grid, d0, target = _setup(backend)
     tgt = backend.asarray(backend.to_numpy(target))
-    vg = gpudp.value_and_grad(lambda u: gpudp.l2_loss(gpudp.advect_upwind(d0, u, DT, grid, steps=T), tgt),
-                              replay=True)
     u = _velocities(backend, 1)[0]
-    for _ in range(3):
-        vg(u)
+    vg = _replaying(_seed_loss(d0, grid, tgt), u)
     tgt[...] = 0.0
-    ref = gpudp.value_and_grad(lambda u: gpudp.l2_loss(gpudp.advect_upwind(d0, u, DT, grid, steps=T),
-                                                       backend.asarray(np.zeros(N))))(u)
+    ref = gpudp.value_and_grad(_seed_loss(d0, grid, backend.asarray(np.zeros(N))))(u)
     got = vg(u)
     assert _same(ref[0], got[0]) and _same(ref[1], got[1])
 
